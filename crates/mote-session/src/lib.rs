@@ -1,0 +1,1 @@
+//! Sessions: a model, a tokenizer and a KV cache turned into text generation.
