@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a chat with the default model (SmolLM2-135M-Instruct).
+# Extra arguments go to `mote chat` (e.g. --temp 0 -sys "You are terse.").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/fetch-models.sh smollm2
+cargo build --release -p mote-cli
+exec target/release/mote chat models/SmolLM2-135M-Instruct.Q4_1.gguf "$@"
