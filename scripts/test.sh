@@ -3,7 +3,7 @@
 # formatting and lints, then build once (release) and run every test against that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh test
 scripts/fetch-models.sh all
 export MOTE_REQUIRE_MODELS=1
 echo "== cargo fmt"; cargo fmt --all -- --check
