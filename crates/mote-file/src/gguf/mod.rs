@@ -7,14 +7,15 @@
 
 mod reader;
 mod value;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use mote_tensor::{Bytes, DType};
 
 pub use value::{MetaArray, MetaValue, MetaValueType};
+pub use writer::{encode_to_vec, set_metadata, GgufStream, GgufWriteError, GgufWriter, TensorSpec};
 
 /// "GGUF" read as a little-endian u32.
 pub const GGUF_MAGIC: u32 = 0x4655_4747;
@@ -32,8 +33,12 @@ pub enum GgufError {
     },
     #[error("not a GGUF file (magic bytes {0:02x?}, expected \"GGUF\")")]
     BadMagic([u8; 4]),
-    #[error("unsupported GGUF version {0} (mote reads versions 2 and 3; big-endian files are not supported)")]
+    #[error("unsupported GGUF version {0} (mote reads versions 2 and 3)")]
     UnsupportedVersion(u32),
+    #[error(
+        "big-endian GGUF file (version {0} byte-swapped); mote reads little-endian files only"
+    )]
+    BigEndian(u32),
     #[error("file is truncated: needed {needed} bytes at offset {offset} while reading {what}, but the file has {len}")]
     Truncated {
         what: String,
@@ -59,10 +64,40 @@ pub enum GgufError {
     },
     #[error("metadata key {0:?} is missing")]
     MissingKey(String),
-    #[error("general.alignment {0} is not a power of two")]
+    #[error("general.alignment {0} is not a power of two between 1 and 2^20")]
     BadAlignment(u64),
     #[error("tensor {name:?}: {problem}")]
-    BadTensor { name: String, problem: String },
+    BadTensor {
+        name: String,
+        problem: TensorProblem,
+    },
+}
+
+/// What is wrong with one entry of the tensor table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TensorProblem {
+    #[error("{0} dimensions (must be 1..={MAX_DIMS})")]
+    DimCount(u32),
+    #[error("dimension {index} is {value}, larger than ggml's limit of 2^63-1")]
+    DimTooLarge { index: usize, value: u64 },
+    #[error("dimensions {0:?} multiply to more elements than can be addressed")]
+    DimsOverflow(Vec<u64>),
+    #[error("unknown ggml tensor type id {0}")]
+    UnknownType(u32),
+    #[error("row length {row_len} is not a multiple of the {dtype} block length {block_len}")]
+    RaggedRow {
+        row_len: u64,
+        dtype: DType,
+        block_len: usize,
+    },
+    #[error("byte size of {elements} {dtype} values overflows")]
+    SizeOverflow { elements: u64, dtype: DType },
+    #[error("data offset {offset} is not aligned to {alignment}")]
+    Unaligned { offset: u64, alignment: u64 },
+    #[error("data offset {offset} + size {size} overflows")]
+    OffsetOverflow { offset: u64, size: u64 },
+    #[error("data [{start}, {end}) lies past the end of the data section ({data_len} bytes); the file is truncated or corrupt")]
+    PastEnd { start: u64, end: u64, data_len: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, GgufError>;
@@ -81,32 +116,26 @@ pub struct TensorInfo {
 
 impl TensorInfo {
     pub fn elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
     /// Row length and number of rows, viewing the tensor as a 2-D matrix.
+    ///
+    /// The parser guarantees the product of the non-zero dimensions fits in `usize`, so
+    /// this cannot overflow for tensors read from a file; hand-made infos saturate.
     pub fn rows_cols(&self) -> (usize, usize) {
-        let cols = self.dims.first().copied().unwrap_or(1) as usize;
-        let rows = self.dims.iter().skip(1).product::<u64>() as usize;
+        let to_usize = |x: u64| usize::try_from(x).unwrap_or(usize::MAX);
+        let cols = to_usize(self.dims.first().copied().unwrap_or(1));
+        let rows = self
+            .dims
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .map_or(usize::MAX, to_usize);
         (rows, cols)
-    }
-}
-
-/// Where the file's bytes live. A memory map keeps load instant and shares pages with the
-/// OS cache; a buffer is used where mapping is unavailable (wasm32) or for in-memory data.
-enum Storage {
-    #[cfg(feature = "mmap")]
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl AsRef<[u8]> for Storage {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            #[cfg(feature = "mmap")]
-            Storage::Mapped(m) => m,
-            Storage::Owned(v) => v,
-        }
     }
 }
 
@@ -127,36 +156,19 @@ impl GgufFile {
     /// Open and parse a file, memory-mapping it where possible.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io {
+        let bytes = crate::storage::load(path).map_err(|source| GgufError::Io {
             path: path.display().to_string(),
             source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        #[cfg(feature = "mmap")]
-        {
-            // SAFETY: the map is read-only and private to this process. Like every mmap
-            // reader (llama.cpp included) we rely on the file not being truncated by
-            // another process while mapped; all offsets are checked against its length.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            Self::parse(Storage::Mapped(map))
-        }
-        #[cfg(not(feature = "mmap"))]
-        {
-            use std::io::Read;
-            let mut buf = Vec::new();
-            let mut file = file;
-            file.read_to_end(&mut buf).map_err(io)?;
-            Self::parse(Storage::Owned(buf))
-        }
+        })?;
+        Self::parse(bytes)
     }
 
     /// Parse a file held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile> {
-        Self::parse(Storage::Owned(bytes))
+        Self::parse(crate::storage::owned(bytes))
     }
 
-    fn parse(storage: Storage) -> Result<GgufFile> {
-        let bytes = Bytes::new(Arc::new(storage));
+    fn parse(bytes: Bytes) -> Result<GgufFile> {
         let parsed = reader::parse(bytes.as_slice())?;
         let mut meta_index = HashMap::with_capacity(parsed.metadata.len());
         for (i, (k, _)) in parsed.metadata.iter().enumerate() {
@@ -210,13 +222,23 @@ impl GgufFile {
 
     /// A zero-copy view of a tensor's data (bounds were checked when the file was parsed).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Bytes {
-        let start = (self.data_offset + info.offset) as usize;
-        let end = start + info.size_bytes as usize;
-        // The parser verified start..end lies inside the file; a TensorInfo from another
-        // file could not, so fall back to an empty view rather than panic.
-        self.bytes
-            .slice(start..end)
+        // The parser verified start..end lies inside the file for its own tensors; a
+        // TensorInfo from another file may not, so check again and fall back to an empty
+        // view rather than panic or wrap.
+        let range = self
+            .data_offset
+            .checked_add(info.offset)
+            .and_then(|start| Some((start, start.checked_add(info.size_bytes)?)))
+            .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?));
+        range
+            .and_then(|r| self.bytes.slice(r))
             .unwrap_or_else(|| Bytes::from_vec(Vec::new()))
+    }
+
+    /// A copy of all metadata in file order, e.g. to start a [`GgufWriter`]'s metadata
+    /// from an existing model.
+    pub fn metadata_owned(&self) -> Vec<(String, MetaValue)> {
+        self.metadata.clone()
     }
 
     /// `general.architecture`, which names the model family (`llama`, `gemma3`, ...).

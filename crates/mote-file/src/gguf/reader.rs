@@ -3,10 +3,12 @@
 use mote_tensor::DType;
 
 use super::value::{MetaArray, MetaValue, MetaValueType};
-use super::{GgufError, Result, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
+use super::{
+    GgufError, Result, TensorInfo, TensorProblem, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS,
+};
 
 /// Nested arrays never occur in real files beyond one level; bound recursion anyway.
-const MAX_ARRAY_DEPTH: usize = 4;
+pub(super) const MAX_ARRAY_DEPTH: usize = 4;
 
 pub(super) struct Parsed {
     pub version: u32,
@@ -95,6 +97,10 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed> {
     }
     let version = c.u32("version")?;
     if !(2..=3).contains(&version) {
+        // The magic is written byte by byte, but a big-endian writer swaps the version.
+        if (1..=3).contains(&version.swap_bytes()) {
+            return Err(GgufError::BigEndian(version));
+        }
         return Err(GgufError::UnsupportedVersion(version));
     }
     let n_tensors = c.u64("tensor count")?;
@@ -121,18 +127,17 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed> {
         }
     }
 
-    // A tensor entry takes at least 8 (name) + 4 (dims) + 4 (type) + 8 (offset) bytes.
-    let n_tensors = c.check_count(n_tensors, 24, "tensor")?;
+    // A tensor entry takes at least 8 (name length) + 4 (dim count) + 8 (one dim)
+    // + 4 (type) + 8 (offset) bytes.
+    let n_tensors = c.check_count(n_tensors, 32, "tensor")?;
     let mut raw = Vec::with_capacity(n_tensors);
     for i in 0..n_tensors {
         let name = c.string(&format!("name of tensor #{i}"))?;
-        let n_dims = c.u32(&format!("dimension count of {name:?}"))? as usize;
-        if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(bad(
-                &name,
-                format!("{n_dims} dimensions (must be 1..={MAX_DIMS})"),
-            ));
+        let n_dims = c.u32(&format!("dimension count of {name:?}"))?;
+        if n_dims == 0 || n_dims as usize > MAX_DIMS {
+            return Err(bad(&name, TensorProblem::DimCount(n_dims)));
         }
+        let n_dims = n_dims as usize;
         let mut dims = Vec::with_capacity(n_dims);
         for d in 0..n_dims {
             dims.push(c.u64(&format!("dimension {d} of {name:?}"))?);
@@ -152,41 +157,28 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed> {
 
     let mut tensors = Vec::with_capacity(raw.len());
     for (name, dims, ty, offset) in raw {
-        let dtype = DType::from_id(ty).map_err(|e| bad(&name, e.to_string()))?;
-        let mut elements: u64 = 1;
-        for &d in &dims {
-            elements = elements
-                .checked_mul(d)
-                .ok_or_else(|| bad(&name, format!("dimensions {dims:?} overflow")))?;
-        }
-        if dims[0] % dtype.block_len() as u64 != 0 {
-            return Err(bad(
-                &name,
-                format!(
-                    "row length {} is not a multiple of the {dtype} block length {}",
-                    dims[0],
-                    dtype.block_len()
-                ),
-            ));
-        }
-        let size_bytes = dtype
-            .bytes_for(elements)
-            .map_err(|e| bad(&name, e.to_string()))?;
+        let dtype = DType::from_id(ty).map_err(|_| bad(&name, TensorProblem::UnknownType(ty)))?;
+        let size_bytes = tensor_size(&dims, dtype).map_err(|p| bad(&name, p))?;
         if offset % alignment != 0 {
-            return Err(bad(
-                &name,
-                format!("data offset {offset} is not aligned to {alignment}"),
-            ));
+            return Err(bad(&name, TensorProblem::Unaligned { offset, alignment }));
         }
-        let end = offset
-            .checked_add(size_bytes)
-            .ok_or_else(|| bad(&name, "data offset overflows".into()))?;
+        let end = offset.checked_add(size_bytes).ok_or_else(|| {
+            bad(
+                &name,
+                TensorProblem::OffsetOverflow {
+                    offset,
+                    size: size_bytes,
+                },
+            )
+        })?;
         if end > data_len {
             return Err(bad(
                 &name,
-                format!(
-                    "data [{offset}, {end}) lies past the end of the data section ({data_len} bytes); the file is truncated or corrupt"
-                ),
+                TensorProblem::PastEnd {
+                    start: offset,
+                    end,
+                    data_len,
+                },
             ));
         }
         tensors.push(TensorInfo {
@@ -207,11 +199,55 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed> {
     })
 }
 
-fn bad(name: &str, problem: String) -> GgufError {
+fn bad(name: &str, problem: TensorProblem) -> GgufError {
     GgufError::BadTensor {
         name: name.to_string(),
         problem,
     }
+}
+
+/// Bytes taken by a tensor of this shape and type, rejecting impossible shapes. Shared
+/// with the writer so that everything it writes, the reader accepts.
+pub(super) fn tensor_size(dims: &[u64], dtype: DType) -> std::result::Result<u64, TensorProblem> {
+    if dims.is_empty() || dims.len() > MAX_DIMS {
+        return Err(TensorProblem::DimCount(dims.len() as u32));
+    }
+    let elements = checked_elements(dims)?;
+    let block_len = dtype.block_len();
+    if dims[0] % block_len as u64 != 0 {
+        return Err(TensorProblem::RaggedRow {
+            row_len: dims[0],
+            dtype,
+            block_len,
+        });
+    }
+    dtype
+        .bytes_for(elements)
+        .map_err(|_| TensorProblem::SizeOverflow { elements, dtype })
+}
+
+/// The element count of a tensor, rejecting shapes no real tensor can have.
+///
+/// Each dimension must fit ggml's signed 64-bit sizes, and the product of the non-zero
+/// dimensions must fit in `usize`: a zero dimension makes the element count 0, but
+/// callers still multiply subsets (rows = dims[1] * dims[2] * ...), which must not wrap.
+fn checked_elements(dims: &[u64]) -> std::result::Result<u64, TensorProblem> {
+    let mut nonzero: u64 = 1;
+    let mut has_zero = false;
+    for (index, &value) in dims.iter().enumerate() {
+        if value > i64::MAX as u64 {
+            return Err(TensorProblem::DimTooLarge { index, value });
+        }
+        if value == 0 {
+            has_zero = true;
+            continue;
+        }
+        nonzero = nonzero
+            .checked_mul(value)
+            .filter(|&n| usize::try_from(n).is_ok() && n <= i64::MAX as u64)
+            .ok_or_else(|| TensorProblem::DimsOverflow(dims.to_vec()))?;
+    }
+    Ok(if has_zero { 0 } else { nonzero })
 }
 
 fn read_value(c: &mut Cursor, key: &str, ty: u32, depth: usize) -> Result<MetaValue> {
