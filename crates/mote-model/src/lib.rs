@@ -1,7 +1,31 @@
 //! Models: an architecture spec read from file metadata, the weights, and one generic
-//! decoder. API contract (stub; the implementation keeps these signatures).
+//! decoder.
+//!
+//! [`ArchSpec`] says which optional parts a family has (biases, q/k norms, post-norms,
+//! sliding windows, ...); [`ModelConfig`] holds the hyper-parameters read from the file;
+//! the decoder is the same code for every family.
+
+mod attention;
+mod cache;
+mod config;
+mod decoder;
+mod ffn;
+mod norm;
+mod rope;
+pub mod spec;
+mod weights;
 
 use std::path::Path;
+use std::sync::Arc;
+
+use mote_file::GgufFile;
+
+pub use cache::KvCache;
+pub use config::{LayerConfig, ModelConfig};
+pub use spec::ArchSpec;
+
+use decoder::Decoder;
+use weights::ModelWeights;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -13,6 +37,12 @@ pub enum ModelError {
     Invalid(String),
     #[error("context full: {needed} positions needed, the cache holds {capacity}")]
     ContextFull { needed: usize, capacity: usize },
+    #[error("tensor {0:?} is missing from the file")]
+    MissingTensor(String),
+    #[error("token id {token} is outside the vocabulary of {vocab_size} tokens")]
+    TokenOutOfRange { token: u32, vocab_size: usize },
+    #[error(transparent)]
+    Quant(#[from] mote_tensor::QuantError),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -21,61 +51,67 @@ pub struct LoadOptions {
     pub threads: usize,
 }
 
-/// Hyper-parameters read from the file.
-#[derive(Clone, Debug)]
-pub struct ModelConfig {
-    pub arch: String,
-    pub vocab_size: usize,
-    /// Context length the model was trained with (`<arch>.context_length`).
-    pub n_ctx_train: usize,
-}
-
 pub struct Model {
+    file: Arc<GgufFile>,
+    spec: &'static ArchSpec,
     config: ModelConfig,
-}
-
-/// Keys and values of the positions processed so far, for one sequence.
-pub struct KvCache {
-    len: usize,
-    capacity: usize,
-}
-
-impl KvCache {
-    /// Positions already in the cache; the next token goes at this position.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-    /// Forget positions `n..` (to re-use a shared prompt prefix, or to reset with 0).
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n);
-    }
+    weights: ModelWeights,
 }
 
 impl Model {
-    pub fn load(_path: &Path, _opts: &LoadOptions) -> Result<Model, ModelError> {
-        Err(ModelError::Invalid("not implemented yet".into()))
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
+        let file = GgufFile::open(path)?;
+        Model::from_gguf(Arc::new(file), opts)
+    }
+
+    /// Builds the model from an already-parsed file; weights stay views of its bytes.
+    pub fn from_gguf(file: Arc<GgufFile>, _opts: &LoadOptions) -> Result<Model, ModelError> {
+        let arch = file.architecture()?;
+        let spec = ArchSpec::lookup(arch).ok_or_else(|| {
+            ModelError::UnsupportedArch(format!(
+                "{arch} (supported: {})",
+                ArchSpec::supported().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let (vocab_size, _) = weights::embedding_shape(&file)?;
+        let config = ModelConfig::from_gguf(&file, spec, vocab_size)?;
+        let weights = ModelWeights::load(&file, spec, &config)?;
+        Ok(Model {
+            file,
+            spec,
+            config,
+            weights,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
-    /// The file the model came from (metadata, tokenizer, chat template).
-    pub fn gguf(&self) -> &mote_file::GgufFile {
-        unimplemented!()
+    /// The architecture switches this model runs with.
+    pub fn spec(&self) -> &'static ArchSpec {
+        self.spec
     }
 
+    /// The file the model came from (metadata, tokenizer, chat template).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// A shared handle to the file the model came from.
+    pub fn gguf_arc(&self) -> Arc<GgufFile> {
+        self.file.clone()
+    }
+
+    /// An empty cache for up to `n_ctx` positions; memory is taken as positions fill.
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
-        KvCache {
-            len: 0,
-            capacity: n_ctx,
-        }
+        let c = &self.config;
+        KvCache::new(
+            c.n_layer,
+            c.n_head_kv * c.head_dim_k,
+            c.n_head_kv * c.head_dim_v,
+            n_ctx,
+        )
     }
 
     /// Runs `tokens` at positions `cache.len()..`, appending them to the cache. Returns
@@ -83,10 +119,15 @@ impl Model {
     /// (`tokens.len() * vocab_size`, row-major) when `all_logits` is set.
     pub fn forward(
         &self,
-        _tokens: &[u32],
-        _cache: &mut KvCache,
-        _all_logits: bool,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
     ) -> Result<Vec<f32>, ModelError> {
-        Err(ModelError::Invalid("not implemented yet".into()))
+        Decoder {
+            spec: self.spec,
+            cfg: &self.config,
+            w: &self.weights,
+        }
+        .forward(tokens, cache, all_logits)
     }
 }

@@ -1,0 +1,36 @@
+//! RMS normalisation: `x / sqrt(mean(x²) + eps) * weight`.
+
+/// Normalises each `weight.len()`-long row of `x` in place.
+///
+/// The sum of squares is accumulated in f64, as ggml does, so long rows of large
+/// activations lose no precision.
+pub fn rms_norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
+    let dim = weight.len();
+    if dim == 0 {
+        return;
+    }
+    for row in x.chunks_exact_mut(dim) {
+        let sum_sq: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let mean = (sum_sq / dim as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = *v * scale * w;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_each_row() {
+        let mut x = vec![3.0, 4.0, 1.0, 1.0];
+        rms_norm_rows(&mut x, &[1.0, 2.0], 0.0);
+        let r = (12.5f32).sqrt();
+        assert!((x[0] - 3.0 / r).abs() < 1e-6);
+        assert!((x[1] - 8.0 / r).abs() < 1e-6);
+        assert!((x[2] - 1.0).abs() < 1e-6);
+        assert!((x[3] - 2.0).abs() < 1e-6);
+    }
+}
