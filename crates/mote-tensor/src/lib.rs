@@ -3,7 +3,9 @@
 
 pub mod bytes;
 pub mod dtype;
+pub mod kernels;
 pub mod matrix;
+pub mod parallel;
 pub mod quant;
 
 pub use bytes::Bytes;

@@ -1,0 +1,345 @@
+//! Dot-product kernels behind [`crate::Matrix::matmul`].
+//!
+//! As ggml does, the activations are quantized once per call: to [`BlockQ8`] (32 values,
+//! one scale) for the legacy block types and to [`BlockQ8K`] (256 values, plus sums of
+//! every 16) for the k-quants. Each weight block is then multiplied with its activation
+//! block in integer arithmetic and scaled in float. Float weights (F32/F16/BF16) are
+//! widened to f32 and multiplied with the f32 activations.
+//!
+//! There is one [`Kernels`] table per instruction set: a scalar reference that every
+//! target has, and SIMD tables (AVX2, AVX-512, NEON) that exist only when the running
+//! CPU has the features, as checked at run time. [`Kernels::active`] picks the best one
+//! once; `MOTE_KERNELS=scalar|avx2|avx512|neon` forces a path.
+
+pub mod scalar;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64_neon;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::DType;
+
+/// Values per [`BlockQ8`].
+pub const Q8_BLOCK: usize = 32;
+/// Values per [`BlockQ8K`] (ggml's `QK_K`).
+pub const QK_K: usize = 256;
+
+/// 32 activations quantized to `qs * d`; `s = d * Σ qs`, which the types with a
+/// per-block offset (Q4_1, Q5_1) need. Like ggml's `block_q8_0`/`block_q8_1`, except the
+/// scales are kept as f32 (holding the f16-rounded value ggml would store).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8 {
+    pub d: f32,
+    pub s: f32,
+    /// In `-127..=127`: the SIMD kernels rely on `-128` never occurring.
+    pub qs: [i8; Q8_BLOCK],
+}
+
+/// 256 activations quantized to `qs * d`, with `bsums[i] = Σ qs[16i..16i + 16]`, as in
+/// ggml's `block_q8_K`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8K {
+    pub d: f32,
+    /// In `-127..=127`.
+    pub qs: [i8; QK_K],
+    pub bsums: [i16; QK_K / 16],
+}
+
+impl Default for BlockQ8 {
+    fn default() -> Self {
+        BlockQ8 {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; Q8_BLOCK],
+        }
+    }
+}
+
+impl Default for BlockQ8K {
+    fn default() -> Self {
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        }
+    }
+}
+
+/// Quantizes `x` (whose length is `out.len() * 32`; extra values are ignored) to Q8 blocks:
+/// `d = max|x| / 127` rounded to f16, `qs = round(x / d)`.
+pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
+    for (blk, xs) in out.iter_mut().zip(x.chunks_exact(Q8_BLOCK)) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in blk.qs.iter_mut().zip(xs) {
+            // `as` saturates, so NaN/inf inputs give garbage values, never UB; clamping
+            // keeps -128 out, which the sign trick in the SIMD kernels cannot take.
+            let r = (v * id).round().clamp(-127.0, 127.0) as i8;
+            *q = r;
+            sum += r as i32;
+        }
+        blk.d = half::f16::from_f32(d).to_f32();
+        blk.s = blk.d * sum as f32;
+    }
+}
+
+/// Quantizes `x` (length `out.len() * 256`) to Q8_K blocks exactly as ggml's
+/// `quantize_row_q8_K_ref`: the scale maps the largest-magnitude value to -127.
+pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *blk = BlockQ8K::default();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, v) in blk.qs.iter_mut().zip(xs) {
+            *q = (iscale * v).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+        for (s, qs) in blk.bsums.iter_mut().zip(blk.qs.chunks_exact(16)) {
+            *s = qs.iter().map(|&q| q as i16).sum();
+        }
+        blk.d = 1.0 / iscale;
+    }
+}
+
+/// A dot product of one weight row (raw bytes in its type) with activation rows of
+/// element `A`, for one activation row or four at once. The four-row form decodes every
+/// weight block once and uses it four times; that is what makes batches faster than
+/// repeated matrix-vector products.
+///
+/// The number of blocks is `a.len()` (the shortest of the four); weight bytes past those
+/// blocks are ignored, and a weight slice too short for them reduces the count instead
+/// of reading out of bounds.
+pub struct Dot<A: 'static> {
+    pub one: fn(&[u8], &[A]) -> f32,
+    pub four: fn(&[u8], [&[A]; 4]) -> [f32; 4],
+}
+
+impl<A> Clone for Dot<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for Dot<A> {}
+
+/// Which instruction set a [`Kernels`] table uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl KernelPath {
+    pub const ALL: [KernelPath; 4] = [
+        KernelPath::Scalar,
+        KernelPath::Avx2,
+        KernelPath::Avx512,
+        KernelPath::Neon,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Scalar => "scalar",
+            KernelPath::Avx2 => "avx2",
+            KernelPath::Avx512 => "avx512",
+            KernelPath::Neon => "neon",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KernelPath> {
+        KernelPath::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+impl fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One instruction set's dot products, one entry per weight type.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub path: KernelPath,
+    pub f32: Dot<f32>,
+    pub f16: Dot<f32>,
+    pub bf16: Dot<f32>,
+    pub q4_0: Dot<BlockQ8>,
+    pub q4_1: Dot<BlockQ8>,
+    pub q5_0: Dot<BlockQ8>,
+    pub q5_1: Dot<BlockQ8>,
+    pub q8_0: Dot<BlockQ8>,
+    pub q2_k: Dot<BlockQ8K>,
+    pub q3_k: Dot<BlockQ8K>,
+    pub q4_k: Dot<BlockQ8K>,
+    pub q5_k: Dot<BlockQ8K>,
+    pub q6_k: Dot<BlockQ8K>,
+}
+
+/// How a weight type is multiplied: which activation format and which kernel.
+#[derive(Clone, Copy)]
+pub enum Plan {
+    /// F32, F16, BF16 weights against f32 activations.
+    Float(Dot<f32>),
+    /// Legacy 32-value blocks against [`BlockQ8`] activations.
+    Q8(Dot<BlockQ8>),
+    /// k-quants against [`BlockQ8K`] activations.
+    Q8K(Dot<BlockQ8K>),
+    /// No kernel: decode each row to f32 first (slow, but covers every decodable type).
+    Dequantize,
+}
+
+impl Kernels {
+    /// The table for `path`, if this CPU can run it.
+    pub fn for_path(path: KernelPath) -> Option<&'static Kernels> {
+        static TABLES: OnceLock<Vec<Kernels>> = OnceLock::new();
+        TABLES
+            .get_or_init(|| {
+                let mut v = vec![scalar::KERNELS];
+                #[cfg(target_arch = "x86_64")]
+                v.extend(x86_avx2::kernels());
+                #[cfg(target_arch = "x86_64")]
+                v.extend(x86_avx512::kernels());
+                #[cfg(target_arch = "aarch64")]
+                v.extend(aarch64_neon::kernels());
+                v
+            })
+            .iter()
+            .find(|k| k.path == path)
+    }
+
+    /// Every path this CPU can run, scalar first.
+    pub fn available() -> Vec<&'static Kernels> {
+        KernelPath::ALL
+            .into_iter()
+            .filter_map(Kernels::for_path)
+            .collect()
+    }
+
+    /// The table in use: `MOTE_KERNELS` if set and supported, else the fastest available.
+    /// Chosen once per process.
+    pub fn active() -> &'static Kernels {
+        static ACTIVE: OnceLock<&'static Kernels> = OnceLock::new();
+        ACTIVE.get_or_init(|| {
+            let best = Kernels::best();
+            let Ok(wanted) = std::env::var("MOTE_KERNELS") else {
+                return best;
+            };
+            match KernelPath::from_name(&wanted).and_then(Kernels::for_path) {
+                Some(k) => k,
+                None => {
+                    // A library has no logger of its own; stderr is the one channel a
+                    // user forcing a path is sure to see.
+                    eprintln!(
+                        "mote: MOTE_KERNELS={wanted:?} is not available on this CPU \
+                         (choose from: {}); using {}",
+                        Kernels::available()
+                            .iter()
+                            .map(|k| k.path.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        best.path
+                    );
+                    best
+                }
+            }
+        })
+    }
+
+    fn best() -> &'static Kernels {
+        [KernelPath::Avx512, KernelPath::Avx2, KernelPath::Neon]
+            .into_iter()
+            .find_map(Kernels::for_path)
+            .unwrap_or(&scalar::KERNELS)
+    }
+
+    /// The kernel and activation format for weights of `dtype`.
+    pub fn plan(&self, dtype: DType) -> Plan {
+        match dtype {
+            DType::F32 => Plan::Float(self.f32),
+            DType::F16 => Plan::Float(self.f16),
+            DType::BF16 => Plan::Float(self.bf16),
+            DType::Q4_0 => Plan::Q8(self.q4_0),
+            DType::Q4_1 => Plan::Q8(self.q4_1),
+            DType::Q5_0 => Plan::Q8(self.q5_0),
+            DType::Q5_1 => Plan::Q8(self.q5_1),
+            DType::Q8_0 => Plan::Q8(self.q8_0),
+            DType::Q2_K => Plan::Q8K(self.q2_k),
+            DType::Q3_K => Plan::Q8K(self.q3_k),
+            DType::Q4_K => Plan::Q8K(self.q4_k),
+            DType::Q5_K => Plan::Q8K(self.q5_k),
+            DType::Q6_K => Plan::Q8K(self.q6_k),
+            _ => Plan::Dequantize,
+        }
+    }
+}
+
+/// Unpacks the twelve bytes of 6-bit scales and mins shared by Q4_K and Q5_K into eight
+/// scales and eight mins (ggml's `get_scale_min_k4`, done four at a time).
+#[inline]
+pub(crate) fn unpack_k4_scales(b: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let word = |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let sc_lo = w0 & LOW6;
+    let sc_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let m_lo = w1 & LOW6;
+    let m_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    sc[..4].copy_from_slice(&sc_lo.to_le_bytes());
+    sc[4..].copy_from_slice(&sc_hi.to_le_bytes());
+    m[..4].copy_from_slice(&m_lo.to_le_bytes());
+    m[4..].copy_from_slice(&m_hi.to_le_bytes());
+    (sc, m)
+}
+
+/// Unpacks Q3_K's twelve bytes of 6-bit scales into sixteen signed scales (`raw - 32`).
+#[inline]
+pub(crate) fn unpack_q3k_scales(b: &[u8]) -> [i8; 16] {
+    let word = |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    let (a0, a1, hi) = (word(0), word(1), word(2));
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let words = [
+        (a0 & LOW4) | ((hi & LOW2) << 4),
+        (a1 & LOW4) | (((hi >> 2) & LOW2) << 4),
+        ((a0 >> 4) & LOW4) | (((hi >> 4) & LOW2) << 4),
+        ((a1 >> 4) & LOW4) | (((hi >> 6) & LOW2) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        for (v, byte) in o.iter_mut().zip(w.to_le_bytes()) {
+            *v = byte as i8 - 32;
+        }
+    }
+    out
+}
+
+#[inline]
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}

@@ -1,0 +1,505 @@
+//! AVX2 + FMA + F16C kernels, and the kernel bodies the AVX-512 table reuses.
+//!
+//! Each body is generic over `B`, the number of activation rows multiplied with one
+//! weight row (1 for generation, 4 for batches: each weight block is decoded into
+//! registers once and used `B` times), and over `VNNI`, which swaps the two-instruction
+//! u8×i8 multiply-add (`vpmaddubsw` + `vpmaddwd`) for AVX-512 VNNI's `vpdpbusd`. Bodies
+//! are `#[inline(always)]` and have no target features of their own: they are only ever
+//! inlined into the `#[target_feature]` entry points that [`simd_dot!`] generates.
+//!
+//! Signed×signed byte products use the usual sign trick: `|x| · (y · sign x)`, which is
+//! exact as long as `y != -128` (activations are quantized to `-127..=127`).
+
+use std::arch::x86_64::*;
+
+use super::{scalar, unpack_k4_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
+
+/// Builds a [`Dot`] from a kernel body: a `#[target_feature]` entry point generic over the
+/// number of activation rows, and the safe one- and four-row wrappers that bound the
+/// block count by both slices.
+///
+/// Only expand this after checking at run time that the CPU has `$features`: the
+/// wrappers call the entry point on that promise.
+macro_rules! simd_dot {
+    ($features:literal, $body:ident :: <$vnni:literal>, $A:ty, $block_bytes:expr) => {{
+        #[target_feature(enable = $features)]
+        unsafe fn entry<const B: usize>(w: *const u8, a: [*const $A; B], nb: usize) -> [f32; B] {
+            $body::<B, $vnni>(w, a, nb)
+        }
+        fn one(w: &[u8], a: &[$A]) -> f32 {
+            let nb = a.len().min(w.len() / $block_bytes);
+            // SAFETY: `entry` needs `$features`, which the table builder checked before
+            // expanding this macro; `nb` blocks lie inside both slices.
+            unsafe { entry::<1>(w.as_ptr(), [a.as_ptr()], nb)[0] }
+        }
+        fn four(w: &[u8], a: [&[$A]; 4]) -> [f32; 4] {
+            let shortest = a.iter().map(|s| s.len()).min().unwrap_or(0);
+            let nb = shortest.min(w.len() / $block_bytes);
+            // SAFETY: as in `one`; `nb` blocks lie inside the weights and all four rows.
+            unsafe { entry::<4>(w.as_ptr(), a.map(|s| s.as_ptr()), nb) }
+        }
+        Dot { one, four }
+    }};
+}
+pub(super) use simd_dot;
+
+pub(super) fn kernels() -> Option<Kernels> {
+    if !(is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c"))
+    {
+        return None;
+    }
+    Some(Kernels {
+        path: KernelPath::Avx2,
+        f32: simd_dot!("avx2,fma,f16c", float_f32::<false>, f32, 4),
+        f16: simd_dot!("avx2,fma,f16c", float_f16::<false>, f32, 2),
+        bf16: simd_dot!("avx2,fma,f16c", float_bf16::<false>, f32, 2),
+        q4_0: simd_dot!("avx2,fma,f16c", q4_0::<false>, BlockQ8, 18),
+        q4_1: simd_dot!("avx2,fma,f16c", q4_1::<false>, BlockQ8, 20),
+        q5_0: simd_dot!("avx2,fma,f16c", q5_0::<false>, BlockQ8, 22),
+        q5_1: simd_dot!("avx2,fma,f16c", q5_1::<false>, BlockQ8, 24),
+        q8_0: simd_dot!("avx2,fma,f16c", q8_0::<false>, BlockQ8, 34),
+        q2_k: scalar::KERNELS.q2_k,
+        q3_k: scalar::KERNELS.q3_k,
+        q4_k: simd_dot!("avx2,fma,f16c", q4_k::<false>, BlockQ8K, 144),
+        q5_k: simd_dot!("avx2,fma,f16c", q5_k::<false>, BlockQ8K, 176),
+        q6_k: simd_dot!("avx2,fma,f16c", q6_k::<false>, BlockQ8K, 210),
+    })
+}
+
+// ---- helpers -------------------------------------------------------------------------
+//
+// Safety for every helper and body below: the caller runs with AVX2, FMA and F16C
+// enabled (plus AVX-512 VL/VNNI when `VNNI`), and every pointer is valid for the bytes
+// read, as the `simd_dot!` wrappers guarantee.
+
+#[inline(always)]
+unsafe fn f16_load(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[inline(always)]
+unsafe fn hsums<const B: usize>(acc: [__m256; B]) -> [f32; B] {
+    let mut out = [0f32; B];
+    for (o, v) in out.iter_mut().zip(acc) {
+        *o = hsum(v);
+    }
+    out
+}
+
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// 16 bytes of packed nibbles → 32 bytes: the low nibbles, then the high nibbles.
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let x = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
+    _mm256_and_si256(both, _mm256_set1_epi8(15))
+}
+
+/// The 32 bits of `qh` → 32 bytes, `0xff` where the bit is set.
+#[inline(always)]
+unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+    let qh = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
+    // Byte j takes byte j / 8 of qh, then keeps only bit j % 8 of it.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(qh as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select)
+}
+
+/// Eight i32 lanes, each the sum of four `u[i] * s[i]` (u unsigned, s signed bytes).
+#[inline(always)]
+unsafe fn dot_us<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    } else {
+        // u ≤ 255 would saturate the i16 pair sums, but every caller keeps u ≤ 128
+        // with |s| ≤ 127, so 2 · 128 · 127 fits.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+}
+
+/// As [`dot_us`] with each i32 lane multiplied by the matching lane of `scale`
+/// (`scale16`: the same scales as i16 pairs, for the non-VNNI form).
+#[inline(always)]
+unsafe fn dot_us_scaled<const VNNI: bool>(
+    u: __m256i,
+    s: __m256i,
+    scale32: __m256i,
+    scale16: __m256i,
+) -> __m256i {
+    if VNNI {
+        _mm256_mullo_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s), scale32)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), scale16)
+    }
+}
+
+// ---- legacy 32-value blocks ------------------------------------------------------------
+
+/// Shared loop of the legacy types: `decode` gives, per weight block, the 32 weights as
+/// bytes, whether they are signed, the scale `d` and the offset `m` (0 when none).
+#[inline(always)]
+unsafe fn legacy<const B: usize, const VNNI: bool, const SIGNED: bool, const OFFSET: bool>(
+    w: *const u8,
+    a: [*const BlockQ8; B],
+    nb: usize,
+    block_bytes: usize,
+    decode: impl Fn(*const u8) -> (__m256i, f32, f32),
+) -> [f32; B] {
+    let mut acc = [_mm256_setzero_ps(); B];
+    let mut offsets = [0f32; B];
+    for i in 0..nb {
+        let (q, d, m) = decode(w.add(i * block_bytes));
+        // Decoded once, used for all B activation rows.
+        let q_abs = if SIGNED { _mm256_sign_epi8(q, q) } else { q };
+        for b in 0..B {
+            let y = &*a[b].add(i);
+            let ys = load(y.qs.as_ptr() as *const u8);
+            let ys = if SIGNED { _mm256_sign_epi8(ys, q) } else { ys };
+            let p = dot_us::<VNNI>(q_abs, ys);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * y.d), acc[b]);
+            if OFFSET {
+                offsets[b] += m * y.s;
+            }
+        }
+    }
+    let mut out = hsums(acc);
+    if OFFSET {
+        for (o, off) in out.iter_mut().zip(offsets) {
+            *o += off;
+        }
+    }
+    out
+}
+
+#[inline(always)]
+pub(super) unsafe fn q4_0<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8; B],
+    nb: usize,
+) -> [f32; B] {
+    legacy::<B, VNNI, true, false>(w, a, nb, 18, |p| {
+        let q = _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8));
+        (q, f16_load(p), 0.0)
+    })
+}
+
+#[inline(always)]
+pub(super) unsafe fn q4_1<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8; B],
+    nb: usize,
+) -> [f32; B] {
+    legacy::<B, VNNI, false, true>(w, a, nb, 20, |p| {
+        (nibbles(p.add(4)), f16_load(p), f16_load(p.add(2)))
+    })
+}
+
+#[inline(always)]
+pub(super) unsafe fn q5_0<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8; B],
+    nb: usize,
+) -> [f32; B] {
+    legacy::<B, VNNI, true, false>(w, a, nb, 22, |p| {
+        // (nibble | high << 4) - 16 == nibble | 0xf0 when the high bit is clear, as i8.
+        let high = bits_to_bytes(p.add(2));
+        let q = _mm256_or_si256(
+            nibbles(p.add(6)),
+            _mm256_andnot_si256(high, _mm256_set1_epi8(0xf0u8 as i8)),
+        );
+        (q, f16_load(p), 0.0)
+    })
+}
+
+#[inline(always)]
+pub(super) unsafe fn q5_1<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8; B],
+    nb: usize,
+) -> [f32; B] {
+    legacy::<B, VNNI, false, true>(w, a, nb, 24, |p| {
+        let high = bits_to_bytes(p.add(4));
+        let q = _mm256_or_si256(
+            nibbles(p.add(8)),
+            _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
+        );
+        (q, f16_load(p), f16_load(p.add(2)))
+    })
+}
+
+#[inline(always)]
+pub(super) unsafe fn q8_0<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8; B],
+    nb: usize,
+) -> [f32; B] {
+    legacy::<B, VNNI, true, false>(w, a, nb, 34, |p| (load(p.add(2)), f16_load(p), 0.0))
+}
+
+// ---- k-quants ----------------------------------------------------------------------------
+
+/// Shared loop of Q4_K and Q5_K: eight groups of 32 unsigned weights with a 6-bit scale
+/// and a 6-bit min each. `decode` fills the eight groups' bytes for one block.
+#[inline(always)]
+unsafe fn k4<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8K; B],
+    nb: usize,
+    block_bytes: usize,
+    decode: impl Fn(*const u8) -> [__m256i; 8],
+) -> [f32; B] {
+    let mut acc = [_mm256_setzero_ps(); B];
+    for i in 0..nb {
+        let p = w.add(i * block_bytes);
+        let (d, dmin) = (f16_load(p), f16_load(p.add(2)));
+        let (sc, m) = unpack_k4_scales(std::slice::from_raw_parts(p.add(4), 12));
+        let q = decode(p);
+        // Mins paired with `bsums` (sums of 16): each min twice.
+        let mut mins = [0i16; 16];
+        for (g, &mg) in m.iter().enumerate() {
+            mins[2 * g] = mg as i16;
+            mins[2 * g + 1] = mg as i16;
+        }
+        let mins = _mm256_loadu_si256(mins.as_ptr() as *const __m256i);
+        for b in 0..B {
+            let y = &*a[b].add(i);
+            let mut sum = _mm256_setzero_si256();
+            for g in 0..8 {
+                let ys = load(y.qs.as_ptr().add(32 * g) as *const u8);
+                let s = sc[g] as i32;
+                let p = dot_us_scaled::<VNNI>(
+                    q[g],
+                    ys,
+                    _mm256_set1_epi32(s),
+                    _mm256_set1_epi16(s as i16),
+                );
+                sum = _mm256_add_epi32(sum, p);
+            }
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let min_sum = _mm256_madd_epi16(bsums, mins);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * y.d), acc[b]);
+            acc[b] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(min_sum),
+                _mm256_set1_ps(-dmin * y.d),
+                acc[b],
+            );
+        }
+    }
+    hsums(acc)
+}
+
+#[inline(always)]
+pub(super) unsafe fn q4_k<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8K; B],
+    nb: usize,
+) -> [f32; B] {
+    k4::<B, VNNI>(w, a, nb, 144, |p| {
+        let low = _mm256_set1_epi8(15);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let raw = load(p.add(16 + 32 * c));
+            q[2 * c] = _mm256_and_si256(raw, low);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+        }
+        q
+    })
+}
+
+#[inline(always)]
+pub(super) unsafe fn q5_k<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8K; B],
+    nb: usize,
+) -> [f32; B] {
+    k4::<B, VNNI>(w, a, nb, 176, |p| {
+        let low = _mm256_set1_epi8(15);
+        let one = _mm256_set1_epi8(1);
+        // Group g's fifth bit is bit g of each qh byte; shift it down to bit 0 (16-bit
+        // shifts are fine: bits pulled in from the neighbour byte are masked off).
+        let mut high = load(p.add(16));
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let raw = load(p.add(48 + 32 * c));
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(high, one));
+            let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<1>(high), one));
+            q[2 * c] = _mm256_or_si256(_mm256_and_si256(raw, low), h0);
+            q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(raw), low), h1);
+            high = _mm256_srli_epi16::<2>(high);
+        }
+        q
+    })
+}
+
+#[inline(always)]
+pub(super) unsafe fn q6_k<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8K; B],
+    nb: usize,
+) -> [f32; B] {
+    let mut acc = [_mm256_setzero_ps(); B];
+    let low = _mm256_set1_epi8(15);
+    let three = _mm256_set1_epi8(3);
+    for i in 0..nb {
+        let p = w.add(i * 210);
+        let d = f16_load(p.add(208));
+        let scales = std::slice::from_raw_parts(p.add(192) as *const i8, 16);
+        let mut sums = [_mm256_setzero_si256(); B];
+        for half in 0..2 {
+            let ql0 = load(p.add(64 * half));
+            let ql1 = load(p.add(64 * half + 32));
+            let qh = load(p.add(128 + 32 * half));
+            let top = |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, three));
+            // Unsigned 6-bit values; the -32 offset is applied once per block below.
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql0, low), top(qh)),
+                _mm256_or_si256(_mm256_and_si256(ql1, low), top(_mm256_srli_epi16::<2>(qh))),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
+                    top(_mm256_srli_epi16::<4>(qh)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
+                    top(_mm256_srli_epi16::<6>(qh)),
+                ),
+            ];
+            // Group k of 32 has scale 2k for its first 16 values (low 128-bit lane) and
+            // 2k + 1 for the rest.
+            let mut s32 = [_mm256_setzero_si256(); 4];
+            let mut s16 = [_mm256_setzero_si256(); 4];
+            for k in 0..4 {
+                let (lo, hi) = (scales[8 * half + 2 * k], scales[8 * half + 2 * k + 1]);
+                s32[k] = _mm256_set_m128i(_mm_set1_epi32(hi as i32), _mm_set1_epi32(lo as i32));
+                s16[k] = _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16));
+            }
+            for b in 0..B {
+                let y = a[b].add(i);
+                for k in 0..4 {
+                    let ys = load((*y).qs.as_ptr().add(128 * half + 32 * k) as *const u8);
+                    let p = dot_us_scaled::<VNNI>(q[k], ys, s32[k], s16[k]);
+                    sums[b] = _mm256_add_epi32(sums[b], p);
+                }
+            }
+        }
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+        for b in 0..B {
+            let y = &*a[b].add(i);
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
+            let total = _mm256_sub_epi32(sums[b], offset);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * y.d), acc[b]);
+        }
+    }
+    hsums(acc)
+}
+
+// ---- float weights ------------------------------------------------------------------------
+
+/// Eight weights starting at element `i`, widened to f32.
+#[inline(always)]
+unsafe fn widen8<const KIND: u8>(w: *const u8, i: usize) -> __m256 {
+    match KIND {
+        0 => _mm256_loadu_ps(w.add(4 * i) as *const f32),
+        1 => _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i)),
+        _ => {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.add(2 * i) as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn widen1<const KIND: u8>(w: *const u8, i: usize) -> f32 {
+    match KIND {
+        0 => f32::from_le_bytes([
+            *w.add(4 * i),
+            *w.add(4 * i + 1),
+            *w.add(4 * i + 2),
+            *w.add(4 * i + 3),
+        ]),
+        1 => f16_load(w.add(2 * i)),
+        _ => f32::from_bits((u16::from_le_bytes([*w.add(2 * i), *w.add(2 * i + 1)]) as u32) << 16),
+    }
+}
+
+/// `KIND`: 0 = f32, 1 = f16, 2 = bf16 weights; `n` values.
+#[inline(always)]
+unsafe fn float<const B: usize, const KIND: u8>(
+    w: *const u8,
+    a: [*const f32; B],
+    n: usize,
+) -> [f32; B] {
+    // Two accumulators per row keep two FMA chains in flight even when B = 1.
+    let mut acc = [[_mm256_setzero_ps(); 2]; B];
+    let mut i = 0;
+    while i + 16 <= n {
+        let w0 = widen8::<KIND>(w, i);
+        let w1 = widen8::<KIND>(w, i + 8);
+        for b in 0..B {
+            acc[b][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[b].add(i)), acc[b][0]);
+            acc[b][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a[b].add(i + 8)), acc[b][1]);
+        }
+        i += 16;
+    }
+    let mut out = [0f32; B];
+    for b in 0..B {
+        out[b] = hsum(_mm256_add_ps(acc[b][0], acc[b][1]));
+    }
+    while i < n {
+        let wi = widen1::<KIND>(w, i);
+        for b in 0..B {
+            out[b] += wi * *a[b].add(i);
+        }
+        i += 1;
+    }
+    out
+}
+
+#[inline(always)]
+pub(super) unsafe fn float_f32<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const f32; B],
+    n: usize,
+) -> [f32; B] {
+    float::<B, 0>(w, a, n)
+}
+
+#[inline(always)]
+pub(super) unsafe fn float_f16<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const f32; B],
+    n: usize,
+) -> [f32; B] {
+    float::<B, 1>(w, a, n)
+}
+
+#[inline(always)]
+pub(super) unsafe fn float_bf16<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const f32; B],
+    n: usize,
+) -> [f32; B] {
+    float::<B, 2>(w, a, n)
+}
