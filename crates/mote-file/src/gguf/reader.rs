@@ -214,7 +214,7 @@ pub(super) fn tensor_size(dims: &[u64], dtype: DType) -> std::result::Result<u64
     }
     let elements = checked_elements(dims)?;
     let block_len = dtype.block_len();
-    if dims[0] % block_len as u64 != 0 {
+    if !dims[0].is_multiple_of(block_len as u64) {
         return Err(TensorProblem::RaggedRow {
             row_len: dims[0],
             dtype,
