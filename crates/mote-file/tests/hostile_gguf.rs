@@ -261,6 +261,24 @@ fn arrays_nested_too_deep() {
     );
 }
 
+/// A long key with many small nested arrays once cost key-length work per element.
+#[test]
+fn long_key_with_many_nested_arrays_is_linear() {
+    let n = 200_000;
+    let mut b = B::header(3, 0, 1)
+        .str(&"k".repeat(1 << 16))
+        .u32(T_ARRAY)
+        .u32(T_ARRAY)
+        .u64(n);
+    for _ in 0..n {
+        b = b.u32(T_U32).u64(0);
+    }
+    let start = std::time::Instant::now();
+    let f = b.parse().unwrap();
+    assert_eq!(f.metadata()[0].1.type_name(), format!("array of {n} array"));
+    assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
+}
+
 #[test]
 fn unknown_value_types() {
     let r = B::header(3, 0, 1).str("k").u32(13).u32(0).parse();

@@ -1,5 +1,7 @@
 //! The checked parser behind [`super::GgufFile`].
 
+use std::fmt::Display;
+
 use mote_tensor::DType;
 
 use super::value::{MetaArray, MetaValue, MetaValueType};
@@ -18,6 +20,17 @@ pub(super) struct Parsed {
     pub data_offset: u64,
 }
 
+/// Describes what is being read, for error messages. Formatting is deferred to the error
+/// path: eagerly formatting a long key for every element of a big nested array would
+/// make parsing quadratic in a hostile file.
+struct Named<'k>(&'static str, &'k str);
+
+impl Display for Named<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.0, self.1)
+    }
+}
+
 /// A cursor that never reads past the end and names what it was reading when it fails.
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -29,7 +42,7 @@ impl<'a> Cursor<'a> {
         (self.buf.len() - self.pos) as u64
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+    fn take(&mut self, n: u64, what: &dyn Display) -> Result<&'a [u8]> {
         if n > self.remaining() {
             return Err(GgufError::Truncated {
                 what: what.to_string(),
@@ -44,23 +57,23 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+    fn array<const N: usize>(&mut self, what: &dyn Display) -> Result<[u8; N]> {
         let s = self.take(N as u64, what)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
         Ok(a)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32> {
+    fn u32(&mut self, what: &dyn Display) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64> {
+    fn u64(&mut self, what: &dyn Display) -> Result<u64> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
     /// Rejects a count of items that could not fit in what is left of the file.
-    fn check_count(&self, count: u64, min_item: u64, what: &str) -> Result<usize> {
+    fn check_count(&self, count: u64, min_item: u64, what: &dyn Display) -> Result<usize> {
         let fits = count
             .checked_mul(min_item)
             .is_some_and(|b| b <= self.remaining());
@@ -78,7 +91,7 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    fn string(&mut self, what: &str) -> Result<String> {
+    fn string(&mut self, what: &dyn Display) -> Result<String> {
         let len = self.u64(what)?;
         let bytes = self.take(len, what)?;
         // Some vocabularies hold byte pieces that are not valid UTF-8 on their own.
@@ -91,11 +104,11 @@ impl<'a> Cursor<'a> {
 
 pub(super) fn parse(buf: &[u8]) -> Result<Parsed> {
     let mut c = Cursor { buf, pos: 0 };
-    let magic = c.array::<4>("magic")?;
+    let magic = c.array::<4>(&"magic")?;
     if u32::from_le_bytes(magic) != GGUF_MAGIC {
         return Err(GgufError::BadMagic(magic));
     }
-    let version = c.u32("version")?;
+    let version = c.u32(&"version")?;
     if !(2..=3).contains(&version) {
         // The magic is written byte by byte, but a big-endian writer swaps the version.
         if (1..=3).contains(&version.swap_bytes()) {
@@ -103,14 +116,14 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed> {
         }
         return Err(GgufError::UnsupportedVersion(version));
     }
-    let n_tensors = c.u64("tensor count")?;
-    let n_kv = c.u64("metadata count")?;
+    let n_tensors = c.u64(&"tensor count")?;
+    let n_kv = c.u64(&"metadata count")?;
     // A key/value pair takes at least 8 (key length) + 4 (type) + 1 bytes.
-    let n_kv = c.check_count(n_kv, 13, "metadata entry")?;
+    let n_kv = c.check_count(n_kv, 13, &"metadata entry")?;
     let mut metadata = Vec::with_capacity(n_kv);
     for i in 0..n_kv {
-        let key = c.string(&format!("metadata key #{i}"))?;
-        let ty = c.u32(&format!("type of {key:?}"))?;
+        let key = c.string(&format_args!("metadata key #{i}"))?;
+        let ty = c.u32(&Named("type of", &key))?;
         let value = read_value(&mut c, &key, ty, 0)?;
         metadata.push((key, value));
     }
@@ -129,21 +142,21 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed> {
 
     // A tensor entry takes at least 8 (name length) + 4 (dim count) + 8 (one dim)
     // + 4 (type) + 8 (offset) bytes.
-    let n_tensors = c.check_count(n_tensors, 32, "tensor")?;
+    let n_tensors = c.check_count(n_tensors, 32, &"tensor")?;
     let mut raw = Vec::with_capacity(n_tensors);
     for i in 0..n_tensors {
-        let name = c.string(&format!("name of tensor #{i}"))?;
-        let n_dims = c.u32(&format!("dimension count of {name:?}"))?;
+        let name = c.string(&format_args!("name of tensor #{i}"))?;
+        let n_dims = c.u32(&Named("dimension count of", &name))?;
         if n_dims == 0 || n_dims as usize > MAX_DIMS {
             return Err(bad(&name, TensorProblem::DimCount(n_dims)));
         }
         let n_dims = n_dims as usize;
         let mut dims = Vec::with_capacity(n_dims);
         for d in 0..n_dims {
-            dims.push(c.u64(&format!("dimension {d} of {name:?}"))?);
+            dims.push(c.u64(&format_args!("dimension {d} of {name:?}"))?);
         }
-        let ty = c.u32(&format!("type of {name:?}"))?;
-        let offset = c.u64(&format!("offset of {name:?}"))?;
+        let ty = c.u32(&Named("type of", &name))?;
+        let offset = c.u64(&Named("offset of", &name))?;
         raw.push((name, dims, ty, offset));
     }
 
@@ -255,20 +268,20 @@ fn read_value(c: &mut Cursor, key: &str, ty: u32, depth: usize) -> Result<MetaVa
         key: key.to_string(),
         ty,
     })?;
-    let what = || format!("value of {key:?}");
+    let what = Named("value of", key);
     Ok(match t {
-        MetaValueType::U8 => MetaValue::U8(c.array::<1>(&what())?[0]),
-        MetaValueType::I8 => MetaValue::I8(c.array::<1>(&what())?[0] as i8),
-        MetaValueType::U16 => MetaValue::U16(u16::from_le_bytes(c.array(&what())?)),
-        MetaValueType::I16 => MetaValue::I16(i16::from_le_bytes(c.array(&what())?)),
-        MetaValueType::U32 => MetaValue::U32(c.u32(&what())?),
-        MetaValueType::I32 => MetaValue::I32(i32::from_le_bytes(c.array(&what())?)),
-        MetaValueType::F32 => MetaValue::F32(f32::from_le_bytes(c.array(&what())?)),
-        MetaValueType::Bool => MetaValue::Bool(c.array::<1>(&what())?[0] != 0),
-        MetaValueType::String => MetaValue::String(c.string(&what())?),
-        MetaValueType::U64 => MetaValue::U64(c.u64(&what())?),
-        MetaValueType::I64 => MetaValue::I64(i64::from_le_bytes(c.array(&what())?)),
-        MetaValueType::F64 => MetaValue::F64(f64::from_le_bytes(c.array(&what())?)),
+        MetaValueType::U8 => MetaValue::U8(c.array::<1>(&what)?[0]),
+        MetaValueType::I8 => MetaValue::I8(c.array::<1>(&what)?[0] as i8),
+        MetaValueType::U16 => MetaValue::U16(u16::from_le_bytes(c.array(&what)?)),
+        MetaValueType::I16 => MetaValue::I16(i16::from_le_bytes(c.array(&what)?)),
+        MetaValueType::U32 => MetaValue::U32(c.u32(&what)?),
+        MetaValueType::I32 => MetaValue::I32(i32::from_le_bytes(c.array(&what)?)),
+        MetaValueType::F32 => MetaValue::F32(f32::from_le_bytes(c.array(&what)?)),
+        MetaValueType::Bool => MetaValue::Bool(c.array::<1>(&what)?[0] != 0),
+        MetaValueType::String => MetaValue::String(c.string(&what)?),
+        MetaValueType::U64 => MetaValue::U64(c.u64(&what)?),
+        MetaValueType::I64 => MetaValue::I64(i64::from_le_bytes(c.array(&what)?)),
+        MetaValueType::F64 => MetaValue::F64(f64::from_le_bytes(c.array(&what)?)),
         MetaValueType::Array => MetaValue::Array(read_array(c, key, depth)?),
     })
 }
@@ -280,14 +293,14 @@ fn read_array(c: &mut Cursor, key: &str, depth: usize) -> Result<MetaArray> {
             max: MAX_ARRAY_DEPTH,
         });
     }
-    let what = format!("array {key:?}");
+    let what = Named("array", key);
     let ety_id = c.u32(&what)?;
     let ety = MetaValueType::from_id(ety_id).ok_or_else(|| GgufError::BadValueType {
         key: key.to_string(),
         ty: ety_id,
     })?;
     let count = c.u64(&what)?;
-    let n = c.check_count(count, ety.min_size(), &format!("element of {key:?}"))?;
+    let n = c.check_count(count, ety.min_size(), &Named("element of", key))?;
 
     macro_rules! fixed {
         ($variant:ident, $t:ty) => {{
