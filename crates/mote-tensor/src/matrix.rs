@@ -233,10 +233,9 @@ fn tile<A>(
         let mut b = 0;
         while b + 4 <= n {
             let a4 = [act(b), act(b + 1), act(b + 2), act(b + 3)];
-            for r in r0..r1 {
-                let v = (dot.four)(weights(r), a4);
-                for (k, value) in v.into_iter().enumerate() {
-                    outs[b + k][r] = value;
+            if let [o0, o1, o2, o3] = &mut outs[b..b + 4] {
+                for r in r0..r1 {
+                    [o0[r], o1[r], o2[r], o3[r]] = (dot.four)(weights(r), a4);
                 }
             }
             b += 4;

@@ -301,7 +301,7 @@ mod workers {
                     break;
                 }
                 spins = spins.wrapping_add(1);
-                if spins % 64 != 0 || start.elapsed() < SPIN {
+                if spins & 63 != 0 || start.elapsed() < SPIN {
                     std::hint::spin_loop();
                     continue;
                 }

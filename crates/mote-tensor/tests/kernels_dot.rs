@@ -1,0 +1,207 @@
+//! Every SIMD dot kernel against its scalar twin, and the scalar kernels against the
+//! decoders in `quant`.
+
+mod kernels_support;
+
+use kernels_support::*;
+use mote_tensor::kernels::{quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Kernels, Plan, QK_K};
+use mote_tensor::DType;
+
+/// Block counts per row to try: one block, a few, and an odd count past the unroll.
+const BLOCKS: [usize; 5] = [1, 2, 3, 7, 18];
+
+/// With power-of-two scales and small activations every partial sum is exact, so the
+/// SIMD integer sums must reproduce the scalar result bit for bit, whatever the order.
+#[test]
+fn simd_integer_paths_equal_scalar_exactly() {
+    let mut rng = Rng::new(1);
+    for k in tables().into_iter().skip(1) {
+        for dtype in QUANT_TYPES {
+            for nb in BLOCKS {
+                for _ in 0..4 {
+                    let w = random_weights(&mut rng, dtype, nb * dtype.block_len(), true);
+                    check_pair(k, dtype, &w, nb, &mut rng, true);
+                }
+            }
+        }
+    }
+}
+
+/// Realistic scales: same result up to float rounding.
+#[test]
+fn simd_float_results_match_scalar() {
+    let mut rng = Rng::new(2);
+    for k in tables().into_iter().skip(1) {
+        for dtype in QUANT_TYPES {
+            for nb in BLOCKS {
+                let w = random_weights(&mut rng, dtype, nb * dtype.block_len(), false);
+                check_pair(k, dtype, &w, nb, &mut rng, false);
+            }
+        }
+    }
+}
+
+fn check_pair(k: &Kernels, dtype: DType, w: &[u8], nb: usize, rng: &mut Rng, exact: bool) {
+    let s = &mote_tensor::kernels::scalar::KERNELS;
+    let cols = nb * dtype.block_len();
+    let wf = dequantize_with_scalar(dtype, w, cols);
+    let ctx = format!("{} {dtype} blocks={nb} exact={exact}", k.path);
+    match (k.plan(dtype), s.plan(dtype)) {
+        (Plan::Q8(fast), Plan::Q8(slow)) => {
+            let rows: Vec<Vec<BlockQ8>> = (0..4).map(|_| random_q8(rng, nb, exact)).collect();
+            let four = (fast.four)(w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            for (b, a) in rows.iter().enumerate() {
+                let want = (slow.one)(w, a);
+                let (_, mag) = dot64(&wf, &dequantize_q8(a));
+                compare(want, (fast.one)(w, a), mag, exact, &ctx);
+                compare(want, four[b], mag, exact, &ctx);
+            }
+        }
+        (Plan::Q8K(fast), Plan::Q8K(slow)) => {
+            let rows: Vec<Vec<BlockQ8K>> = (0..4).map(|_| random_q8k(rng, nb, exact)).collect();
+            let four = (fast.four)(w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            for (b, a) in rows.iter().enumerate() {
+                let want = (slow.one)(w, a);
+                let (_, mag) = dot64(&wf, &dequantize_q8k(a));
+                compare(want, (fast.one)(w, a), mag, exact, &ctx);
+                compare(want, four[b], mag, exact, &ctx);
+            }
+        }
+        _ => panic!("{ctx}: plans differ between tables"),
+    }
+}
+
+/// Float tolerance: 1e-5 of `Σ |w·x|` (f32 rounding over sums of a few thousand terms).
+fn compare(want: f32, got: f32, mag: f64, exact: bool, ctx: &str) {
+    if exact {
+        assert_eq!(want, got, "{ctx}: integer path differs");
+    } else {
+        let tol = 1e-5 * mag + 1e-30;
+        assert!(
+            ((want - got) as f64).abs() <= tol,
+            "{ctx}: {want} vs {got} (tol {tol})"
+        );
+    }
+}
+
+#[test]
+fn float_weight_kernels_match_scalar() {
+    let mut rng = Rng::new(3);
+    let s = &mote_tensor::kernels::scalar::KERNELS;
+    for k in tables().into_iter().skip(1) {
+        for dtype in FLOAT_TYPES {
+            for len in [1, 7, 16, 33, 100, 576] {
+                let w = random_weights(&mut rng, dtype, len, false);
+                let xs: Vec<Vec<f32>> = (0..4)
+                    .map(|_| (0..len).map(|_| rng.normal(1.0)).collect())
+                    .collect();
+                let (Plan::Float(fast), Plan::Float(slow)) = (k.plan(dtype), s.plan(dtype)) else {
+                    panic!("{dtype}: not a float plan");
+                };
+                let wf = dequantize(dtype, &w, len);
+                let four = (fast.four)(&w, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+                for (b, x) in xs.iter().enumerate() {
+                    let (exact, mag) = dot64(&wf, x);
+                    let ctx = format!("{} {dtype} len={len}", k.path);
+                    compare((slow.one)(&w, x), (fast.one)(&w, x), mag, false, &ctx);
+                    compare((slow.one)(&w, x), four[b], mag, false, &ctx);
+                    compare(exact as f32, (slow.one)(&w, x), mag, false, &ctx);
+                }
+            }
+        }
+    }
+}
+
+/// The scalar kernels read each block format the same way as `quant::dequantize_row`
+/// (which is checked against gguf-py); skipped per type until `quant` decodes it.
+#[test]
+fn scalar_kernels_read_blocks_like_dequantize() {
+    let mut rng = Rng::new(4);
+    for dtype in QUANT_TYPES {
+        let cols = 2 * dtype.block_len().max(QK_K);
+        let w = random_weights(&mut rng, dtype, cols, false);
+        let mut want = vec![0f32; cols];
+        if mote_tensor::quant::dequantize_row(dtype, &w, &mut want).is_err() {
+            eprintln!("skipping {dtype}: quant::dequantize_row does not decode it yet");
+            continue;
+        }
+        let got = dequantize_with_scalar(dtype, &w, cols);
+        let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (j, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * max,
+                "{dtype} value {j}: dequantize {a}, kernel {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn activation_quantization() {
+    let mut rng = Rng::new(5);
+    let x: Vec<f32> = (0..512).map(|_| rng.normal(2.0)).collect();
+    let mut q8 = vec![BlockQ8::default(); 16];
+    quantize_q8(&x, &mut q8);
+    for (b, xs) in q8.iter().zip(x.chunks_exact(32)) {
+        let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+        assert_eq!(b.s, b.d * sum as f32);
+        for (q, v) in b.qs.iter().zip(xs) {
+            assert!(*q > -128);
+            // d is rounded to f16, so allow a little over half a step.
+            assert!(
+                (*q as f32 * b.d - v).abs() <= 0.51 * b.d + 1e-3 * v.abs(),
+                "{q} {v} {}",
+                b.d
+            );
+        }
+    }
+    let mut q8k = vec![BlockQ8K::default(); 2];
+    quantize_q8k(&x, &mut q8k);
+    for (b, xs) in q8k.iter().zip(x.chunks_exact(256)) {
+        for (g, s) in b.bsums.iter().enumerate() {
+            assert_eq!(
+                *s as i32,
+                b.qs[16 * g..16 * g + 16]
+                    .iter()
+                    .map(|&q| q as i32)
+                    .sum::<i32>()
+            );
+        }
+        for (q, v) in b.qs.iter().zip(xs) {
+            assert!(*q > -128);
+            assert!(
+                (*q as f32 * b.d - v).abs() <= 0.5001 * b.d.abs(),
+                "{q} {v} {}",
+                b.d
+            );
+        }
+    }
+    // All-zero input: zero scale, no NaN.
+    quantize_q8(&[0.0; 32], &mut q8[..1]);
+    assert_eq!((q8[0].d, q8[0].s), (0.0, 0.0));
+    quantize_q8k(&[0.0; 256], &mut q8k[..1]);
+    assert_eq!(q8k[0].d, 0.0);
+}
+
+#[test]
+fn kernel_paths_are_named_and_forced_safely() {
+    use mote_tensor::kernels::KernelPath;
+    for p in KernelPath::ALL {
+        assert_eq!(KernelPath::from_name(p.name()), Some(p));
+    }
+    assert_eq!(KernelPath::from_name("AVX2"), Some(KernelPath::Avx2));
+    assert!(KernelPath::from_name("sse9").is_none());
+    assert!(Kernels::for_path(KernelPath::Scalar).is_some());
+    // The active table is one this CPU supports.
+    assert!(Kernels::available()
+        .iter()
+        .any(|k| k.path == Kernels::active().path));
+    eprintln!(
+        "kernel paths here: {:?}; active: {}",
+        Kernels::available()
+            .iter()
+            .map(|k| k.path.name())
+            .collect::<Vec<_>>(),
+        Kernels::active().path
+    );
+}
