@@ -23,8 +23,7 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
     (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
-/// Index of the first value with the largest magnitude, and that value (0 when the
-/// group has no value above 0 in magnitude).
+/// `(largest magnitude, the first value having it)`; `(0, 0)` for an all-zero group.
 #[inline]
 fn signed_absmax(x: &[f32]) -> (f32, f32) {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
