@@ -227,6 +227,7 @@ fn misuse_is_reported() {
     assert!(matches!(e, GgufWriteError::DuplicateKey(_)), "{e}");
 
     for bad in [
+        MetaValue::U64(32),
         MetaValue::U32(0),
         MetaValue::U32(48),
         MetaValue::String("32".into()),

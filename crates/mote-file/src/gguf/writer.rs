@@ -33,7 +33,7 @@ pub enum GgufWriteError {
     DuplicateKey(String),
     #[error("tensor {0:?} given twice")]
     DuplicateTensor(String),
-    #[error("general.alignment must be an unsigned power of two up to 2^20, got {0}")]
+    #[error("general.alignment must be a u32 power of two up to 2^20, got {0}")]
     BadAlignment(String),
     #[error("metadata key {key:?}: arrays nested deeper than {max} levels")]
     NestingTooDeep { key: String, max: usize },
@@ -102,10 +102,17 @@ fn plan(metadata: &[(String, MetaValue)], specs: Vec<TensorSpec>) -> Result<Plan
     }
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         None => DEFAULT_ALIGNMENT,
-        Some((_, v)) => match v.as_u64() {
-            Some(a) if a.is_power_of_two() && a <= MAX_ALIGNMENT => a,
-            _ => return Err(GgufWriteError::BadAlignment(v.display_short(4))),
-        },
+        // llama.cpp insists on a u32 here, so the writer does too.
+        Some((_, MetaValue::U32(a))) if a.is_power_of_two() && u64::from(*a) <= MAX_ALIGNMENT => {
+            u64::from(*a)
+        }
+        Some((_, v)) => {
+            return Err(GgufWriteError::BadAlignment(format!(
+                "{} {}",
+                v.type_name(),
+                v.display_short(4)
+            )))
+        }
     };
 
     let mut names = std::collections::HashSet::new();
