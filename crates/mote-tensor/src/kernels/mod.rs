@@ -216,14 +216,9 @@ impl Kernels {
         static TABLES: OnceLock<Vec<Kernels>> = OnceLock::new();
         TABLES
             .get_or_init(|| {
-                let mut v = vec![scalar::KERNELS];
-                #[cfg(target_arch = "x86_64")]
-                v.extend(x86_avx2::kernels());
-                #[cfg(target_arch = "x86_64")]
-                v.extend(x86_avx512::kernels());
-                #[cfg(target_arch = "aarch64")]
-                v.extend(aarch64_neon::kernels());
-                v
+                std::iter::once(scalar::KERNELS)
+                    .chain(simd_tables())
+                    .collect()
             })
             .iter()
             .find(|k| k.path == path)
@@ -293,6 +288,25 @@ impl Kernels {
             _ => Plan::Dequantize,
         }
     }
+}
+
+/// The SIMD tables this CPU can run (checked at run time).
+#[cfg(target_arch = "x86_64")]
+fn simd_tables() -> Vec<Kernels> {
+    x86_avx2::kernels()
+        .into_iter()
+        .chain(x86_avx512::kernels())
+        .collect()
+}
+
+#[cfg(target_arch = "aarch64")]
+fn simd_tables() -> Vec<Kernels> {
+    aarch64_neon::kernels().into_iter().collect()
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn simd_tables() -> Vec<Kernels> {
+    Vec::new()
 }
 
 /// Unpacks the twelve bytes of 6-bit scales and mins shared by Q4_K and Q5_K into eight

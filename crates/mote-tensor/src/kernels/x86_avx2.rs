@@ -156,39 +156,112 @@ unsafe fn dot_us_scaled<const VNNI: bool>(
 }
 
 // ---- legacy 32-value blocks ------------------------------------------------------------
+//
+// The per-type parts are selected by a const `KIND` rather than passed as closures:
+// closures get no `#[inline(always)]`, and one left out of line would turn every
+// intrinsic inside it into a call.
 
-/// Shared loop of the legacy types: `decode` gives, per weight block, the 32 weights as
-/// bytes, whether they are signed, the scale `d` and the offset `m` (0 when none).
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+
+const fn legacy_block_bytes(kind: u8) -> usize {
+    match kind {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34,
+    }
+}
+
+/// Whether the decoded weights are signed (else unsigned with an offset `m`).
+const fn legacy_signed(kind: u8) -> bool {
+    !matches!(kind, Q4_1 | Q5_1)
+}
+
+/// One weight block → (32 weights as bytes, scale `d`, offset `m` or 0).
 #[inline(always)]
-unsafe fn legacy<const B: usize, const VNNI: bool, const SIGNED: bool, const OFFSET: bool>(
+unsafe fn legacy_decode<const KIND: u8>(p: *const u8) -> (__m256i, f32, f32) {
+    match KIND {
+        Q4_0 => {
+            let q = _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8));
+            (q, f16_load(p), 0.0)
+        }
+        Q4_1 => (nibbles(p.add(4)), f16_load(p), f16_load(p.add(2))),
+        Q5_0 => {
+            // (nibble | high << 4) - 16 == nibble | 0xf0 when the high bit is clear, as i8.
+            let high = bits_to_bytes(p.add(2));
+            let q = _mm256_or_si256(
+                nibbles(p.add(6)),
+                _mm256_andnot_si256(high, _mm256_set1_epi8(0xf0u8 as i8)),
+            );
+            (q, f16_load(p), 0.0)
+        }
+        Q5_1 => {
+            let high = bits_to_bytes(p.add(4));
+            let q = _mm256_or_si256(
+                nibbles(p.add(8)),
+                _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
+            );
+            (q, f16_load(p), f16_load(p.add(2)))
+        }
+        _ => (load(p.add(2)), f16_load(p), 0.0),
+    }
+}
+
+/// Block `i` of the weights times block `i` of each activation row, into accumulator
+/// `lane` of each row.
+#[inline(always)]
+unsafe fn legacy_step<const B: usize, const VNNI: bool, const KIND: u8>(
+    w: *const u8,
+    a: &[*const BlockQ8; B],
+    i: usize,
+    acc: &mut [[__m256; 2]; B],
+    offsets: &mut [[f32; 2]; B],
+    lane: usize,
+) {
+    let signed = legacy_signed(KIND);
+    let (q, d, m) = legacy_decode::<KIND>(w.add(i * legacy_block_bytes(KIND)));
+    // Decoded once, used for all B activation rows.
+    let q_abs = if signed { _mm256_sign_epi8(q, q) } else { q };
+    for b in 0..B {
+        let y = &*a[b].add(i);
+        let ys = load(y.qs.as_ptr() as *const u8);
+        let ys = if signed { _mm256_sign_epi8(ys, q) } else { ys };
+        let p = dot_us::<VNNI>(q_abs, ys);
+        let scale = _mm256_set1_ps(d * y.d);
+        acc[b][lane] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[b][lane]);
+        if !signed {
+            offsets[b][lane] += m * y.s;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn legacy<const B: usize, const VNNI: bool, const KIND: u8>(
     w: *const u8,
     a: [*const BlockQ8; B],
     nb: usize,
-    block_bytes: usize,
-    decode: impl Fn(*const u8) -> (__m256i, f32, f32),
 ) -> [f32; B] {
-    let mut acc = [_mm256_setzero_ps(); B];
-    let mut offsets = [0f32; B];
-    for i in 0..nb {
-        let (q, d, m) = decode(w.add(i * block_bytes));
-        // Decoded once, used for all B activation rows.
-        let q_abs = if SIGNED { _mm256_sign_epi8(q, q) } else { q };
-        for b in 0..B {
-            let y = &*a[b].add(i);
-            let ys = load(y.qs.as_ptr() as *const u8);
-            let ys = if SIGNED { _mm256_sign_epi8(ys, q) } else { ys };
-            let p = dot_us::<VNNI>(q_abs, ys);
-            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * y.d), acc[b]);
-            if OFFSET {
-                offsets[b] += m * y.s;
-            }
-        }
+    // Two accumulators per row, alternating blocks: with one, every block would wait
+    // for the previous block's FMA (4-cycle latency), which bounds the B = 1 case.
+    let mut acc = [[_mm256_setzero_ps(); 2]; B];
+    let mut offsets = [[0f32; 2]; B];
+    let mut i = 0;
+    while i + 2 <= nb {
+        legacy_step::<B, VNNI, KIND>(w, &a, i, &mut acc, &mut offsets, 0);
+        legacy_step::<B, VNNI, KIND>(w, &a, i + 1, &mut acc, &mut offsets, 1);
+        i += 2;
     }
-    let mut out = hsums(acc);
-    if OFFSET {
-        for (o, off) in out.iter_mut().zip(offsets) {
-            *o += off;
-        }
+    if i < nb {
+        legacy_step::<B, VNNI, KIND>(w, &a, i, &mut acc, &mut offsets, 0);
+    }
+    let mut out = [0f32; B];
+    for b in 0..B {
+        out[b] = hsum(_mm256_add_ps(acc[b][0], acc[b][1])) + offsets[b][0] + offsets[b][1];
     }
     out
 }
@@ -199,10 +272,7 @@ pub(super) unsafe fn q4_0<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8; B],
     nb: usize,
 ) -> [f32; B] {
-    legacy::<B, VNNI, true, false>(w, a, nb, 18, |p| {
-        let q = _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8));
-        (q, f16_load(p), 0.0)
-    })
+    legacy::<B, VNNI, Q4_0>(w, a, nb)
 }
 
 #[inline(always)]
@@ -211,9 +281,7 @@ pub(super) unsafe fn q4_1<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8; B],
     nb: usize,
 ) -> [f32; B] {
-    legacy::<B, VNNI, false, true>(w, a, nb, 20, |p| {
-        (nibbles(p.add(4)), f16_load(p), f16_load(p.add(2)))
-    })
+    legacy::<B, VNNI, Q4_1>(w, a, nb)
 }
 
 #[inline(always)]
@@ -222,15 +290,7 @@ pub(super) unsafe fn q5_0<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8; B],
     nb: usize,
 ) -> [f32; B] {
-    legacy::<B, VNNI, true, false>(w, a, nb, 22, |p| {
-        // (nibble | high << 4) - 16 == nibble | 0xf0 when the high bit is clear, as i8.
-        let high = bits_to_bytes(p.add(2));
-        let q = _mm256_or_si256(
-            nibbles(p.add(6)),
-            _mm256_andnot_si256(high, _mm256_set1_epi8(0xf0u8 as i8)),
-        );
-        (q, f16_load(p), 0.0)
-    })
+    legacy::<B, VNNI, Q5_0>(w, a, nb)
 }
 
 #[inline(always)]
@@ -239,14 +299,7 @@ pub(super) unsafe fn q5_1<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8; B],
     nb: usize,
 ) -> [f32; B] {
-    legacy::<B, VNNI, false, true>(w, a, nb, 24, |p| {
-        let high = bits_to_bytes(p.add(4));
-        let q = _mm256_or_si256(
-            nibbles(p.add(8)),
-            _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
-        );
-        (q, f16_load(p), f16_load(p.add(2)))
-    })
+    legacy::<B, VNNI, Q5_1>(w, a, nb)
 }
 
 #[inline(always)]
@@ -255,27 +308,57 @@ pub(super) unsafe fn q8_0<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8; B],
     nb: usize,
 ) -> [f32; B] {
-    legacy::<B, VNNI, true, false>(w, a, nb, 34, |p| (load(p.add(2)), f16_load(p), 0.0))
+    legacy::<B, VNNI, Q8_0>(w, a, nb)
 }
 
 // ---- k-quants ----------------------------------------------------------------------------
 
-/// Shared loop of Q4_K and Q5_K: eight groups of 32 unsigned weights with a 6-bit scale
-/// and a 6-bit min each. `decode` fills the eight groups' bytes for one block.
+const Q4_K: u8 = 0;
+const Q5_K: u8 = 1;
+
+/// One Q4_K/Q5_K block's 256 weights as eight groups of 32 unsigned bytes.
 #[inline(always)]
-unsafe fn k4<const B: usize, const VNNI: bool>(
+unsafe fn k4_decode<const KIND: u8>(p: *const u8) -> [__m256i; 8] {
+    let low = _mm256_set1_epi8(15);
+    let mut q = [_mm256_setzero_si256(); 8];
+    if KIND == Q4_K {
+        for c in 0..4 {
+            let raw = load(p.add(16 + 32 * c));
+            q[2 * c] = _mm256_and_si256(raw, low);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+        }
+    } else {
+        let one = _mm256_set1_epi8(1);
+        // Group g's fifth bit is bit g of each qh byte; shift it down to bit 0 (16-bit
+        // shifts are fine: bits pulled in from the neighbour byte are masked off).
+        let mut high = load(p.add(16));
+        for c in 0..4 {
+            let raw = load(p.add(48 + 32 * c));
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(high, one));
+            let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<1>(high), one));
+            q[2 * c] = _mm256_or_si256(_mm256_and_si256(raw, low), h0);
+            q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(raw), low), h1);
+            high = _mm256_srli_epi16::<2>(high);
+        }
+    }
+    q
+}
+
+/// Shared loop of Q4_K and Q5_K: eight groups of 32 unsigned weights with a 6-bit scale
+/// and a 6-bit min each.
+#[inline(always)]
+unsafe fn k4<const B: usize, const VNNI: bool, const KIND: u8>(
     w: *const u8,
     a: [*const BlockQ8K; B],
     nb: usize,
-    block_bytes: usize,
-    decode: impl Fn(*const u8) -> [__m256i; 8],
 ) -> [f32; B] {
+    let block_bytes = if KIND == Q4_K { 144 } else { 176 };
     let mut acc = [_mm256_setzero_ps(); B];
     for i in 0..nb {
         let p = w.add(i * block_bytes);
         let (d, dmin) = (f16_load(p), f16_load(p.add(2)));
         let (sc, m) = unpack_k4_scales(std::slice::from_raw_parts(p.add(4), 12));
-        let q = decode(p);
+        let q = k4_decode::<KIND>(p);
         // Mins paired with `bsums` (sums of 16): each min twice.
         let mut mins = [0i16; 16];
         for (g, &mg) in m.iter().enumerate() {
@@ -316,16 +399,7 @@ pub(super) unsafe fn q4_k<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8K; B],
     nb: usize,
 ) -> [f32; B] {
-    k4::<B, VNNI>(w, a, nb, 144, |p| {
-        let low = _mm256_set1_epi8(15);
-        let mut q = [_mm256_setzero_si256(); 8];
-        for c in 0..4 {
-            let raw = load(p.add(16 + 32 * c));
-            q[2 * c] = _mm256_and_si256(raw, low);
-            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
-        }
-        q
-    })
+    k4::<B, VNNI, Q4_K>(w, a, nb)
 }
 
 #[inline(always)]
@@ -334,23 +408,13 @@ pub(super) unsafe fn q5_k<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8K; B],
     nb: usize,
 ) -> [f32; B] {
-    k4::<B, VNNI>(w, a, nb, 176, |p| {
-        let low = _mm256_set1_epi8(15);
-        let one = _mm256_set1_epi8(1);
-        // Group g's fifth bit is bit g of each qh byte; shift it down to bit 0 (16-bit
-        // shifts are fine: bits pulled in from the neighbour byte are masked off).
-        let mut high = load(p.add(16));
-        let mut q = [_mm256_setzero_si256(); 8];
-        for c in 0..4 {
-            let raw = load(p.add(48 + 32 * c));
-            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(high, one));
-            let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<1>(high), one));
-            q[2 * c] = _mm256_or_si256(_mm256_and_si256(raw, low), h0);
-            q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(raw), low), h1);
-            high = _mm256_srli_epi16::<2>(high);
-        }
-        q
-    })
+    k4::<B, VNNI, Q5_K>(w, a, nb)
+}
+
+/// The two low bits of each byte of `shifted`, moved up to bits 4 and 5.
+#[inline(always)]
+unsafe fn top2(three: __m256i, shifted: __m256i) -> __m256i {
+    _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, three))
 }
 
 #[inline(always)]
@@ -371,18 +435,20 @@ pub(super) unsafe fn q6_k<const B: usize, const VNNI: bool>(
             let ql0 = load(p.add(64 * half));
             let ql1 = load(p.add(64 * half + 32));
             let qh = load(p.add(128 + 32 * half));
-            let top = |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, three));
             // Unsigned 6-bit values; the -32 offset is applied once per block below.
             let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, low), top(qh)),
-                _mm256_or_si256(_mm256_and_si256(ql1, low), top(_mm256_srli_epi16::<2>(qh))),
+                _mm256_or_si256(_mm256_and_si256(ql0, low), top2(three, qh)),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, low),
+                    top2(three, _mm256_srli_epi16::<2>(qh)),
+                ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
-                    top(_mm256_srli_epi16::<4>(qh)),
+                    top2(three, _mm256_srli_epi16::<4>(qh)),
                 ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
-                    top(_mm256_srli_epi16::<6>(qh)),
+                    top2(three, _mm256_srli_epi16::<6>(qh)),
                 ),
             ];
             // Group k of 32 has scale 2k for its first 16 values (low 128-bit lane) and
