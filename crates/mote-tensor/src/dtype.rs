@@ -198,7 +198,7 @@ impl DType {
     /// Bytes taken by `elements` values; errors if not whole blocks or on overflow.
     pub fn bytes_for(self, elements: u64) -> Result<u64, DTypeError> {
         let (len, bytes) = self.block();
-        if elements % len as u64 != 0 {
+        if !elements.is_multiple_of(len as u64) {
             return Err(DTypeError::RaggedRow {
                 dtype: self,
                 len: elements as usize,
