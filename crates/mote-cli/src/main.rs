@@ -1,3 +1,43 @@
+//! `mote`: run, chat with and inspect GGUF models from the command line.
+
+mod args;
+mod chat;
+mod inspect;
+mod model_path;
+mod run;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
 fn main() {
-    println!("mote: under construction");
+    let cli = Cli::parse_from(args::normalize_args(std::env::args_os()));
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::chat(a),
+        Command::Inspect(a) => inspect::inspect(a),
+    };
+    if let Err(e) = result {
+        // One line: the error and its causes, joined.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Logs go to stderr so that stdout carries only generated text or JSON.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

@@ -1,0 +1,215 @@
+//! Command-line flags. Names follow llama.cpp's so that switching tools is painless.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mote",
+    version,
+    about = "Run small language models (GGUF files) on the CPU",
+    long_about = "Run small language models (GGUF files) on the CPU.\n\n\
+        Generated text goes to stdout; logs and statistics go to stderr.\n\
+        When MODEL is omitted, models/SmolLM2-135M-Instruct.Q4_1.gguf is used \
+        (looked up in $MOTE_MODELS, then ./models); scripts/fetch-models.sh downloads it."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Complete a prompt (raw text, no chat template); tokens stream to stdout.
+    Run(RunArgs),
+    /// Chat with the model's template, one user message per stdin line (/reset, /exit).
+    Chat(ChatArgs),
+    /// Show a model file's metadata, tensors, sizes and parameter count.
+    Inspect(InspectArgs),
+}
+
+/// Which model file to use: positional or -m, defaulting to SmolLM2.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArg {
+    /// Model file (GGUF). Same as -m.
+    #[arg(value_name = "MODEL")]
+    pub model_pos: Option<PathBuf>,
+
+    /// Model file (GGUF). Default: models/SmolLM2-135M-Instruct.Q4_1.gguf.
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "FILE",
+        conflicts_with = "model_pos"
+    )]
+    pub model: Option<PathBuf>,
+}
+
+impl ModelArg {
+    pub fn given(&self) -> Option<&PathBuf> {
+        self.model.as_ref().or(self.model_pos.as_ref())
+    }
+}
+
+/// Model loading, context and sampling settings shared by `run` and `chat`.
+#[derive(Args, Debug, Clone)]
+pub struct GenArgs {
+    /// Tokens to generate at most (per reply in chat); -1 = until end-of-text or a full context.
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        default_value_t = 256,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub n_predict: i64,
+
+    /// Worker threads for the kernels; 0 = one per physical core.
+    #[arg(short = 't', long = "threads", default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+
+    /// Context size in tokens (prompt + output); 0 = min(4096, the model's trained context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0, value_name = "N")]
+    pub ctx_size: usize,
+
+    /// Sampling temperature; 0 or less = greedy (always the most likely token).
+    #[arg(
+        long = "temp",
+        default_value_t = 0.8,
+        allow_negative_numbers = true,
+        value_name = "T"
+    )]
+    pub temp: f32,
+
+    /// Keep only the K most likely tokens; 0 = no limit.
+    #[arg(
+        long = "top-k",
+        default_value_t = 40,
+        allow_negative_numbers = true,
+        value_name = "K"
+    )]
+    pub top_k: i32,
+
+    /// Keep the most likely tokens whose probabilities add up to P; 1.0 = off.
+    #[arg(long = "top-p", default_value_t = 0.95, value_name = "P")]
+    pub top_p: f32,
+
+    /// Drop tokens less likely than P times the most likely one; 0.0 = off.
+    #[arg(long = "min-p", default_value_t = 0.05, value_name = "P")]
+    pub min_p: f32,
+
+    /// Penalise tokens seen in the last --repeat-last-n tokens; 1.0 = off.
+    #[arg(long = "repeat-penalty", default_value_t = 1.0, value_name = "X")]
+    pub repeat_penalty: f32,
+
+    /// How many recent tokens the penalties look at; 0 = off, -1 = the whole context.
+    #[arg(
+        long = "repeat-last-n",
+        default_value_t = 64,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub repeat_last_n: i32,
+
+    /// Subtract X from the logit of every token already seen; 0.0 = off.
+    #[arg(
+        long = "presence-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        value_name = "X"
+    )]
+    pub presence_penalty: f32,
+
+    /// Subtract X times its count from the logit of every token already seen; 0.0 = off.
+    #[arg(
+        long = "frequency-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        value_name = "X"
+    )]
+    pub frequency_penalty: f32,
+
+    /// Random seed for sampling; the same seed gives the same output. Default: random.
+    #[arg(short = 's', long = "seed", value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Keep generating past end-of-text tokens (they are never sampled).
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+
+    /// Stop when this text appears (it is not printed); can be given several times.
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
+    pub reverse_prompt: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+
+    /// The prompt to complete.
+    #[arg(
+        short = 'p',
+        long = "prompt",
+        value_name = "TEXT",
+        conflicts_with = "file"
+    )]
+    pub prompt: Option<String>,
+
+    /// Read the prompt from a file (without -p or -f, the prompt is read from stdin).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Print one JSON object (text, tokens, timings, finish_reason) instead of streaming text.
+    #[arg(long = "json")]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+
+    /// System prompt that starts the conversation (also -sys).
+    #[arg(long = "system-prompt", value_name = "TEXT")]
+    pub system_prompt: Option<String>,
+
+    /// Prompt format: gemma, chatml, llama2, plain, or Jinja template text. Default: the
+    /// file's own template, else one chosen from the architecture and vocabulary.
+    #[arg(long = "chat-template", value_name = "NAME|JINJA")]
+    pub chat_template: Option<String>,
+
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+
+    /// Print one JSON object instead of tables.
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+/// llama.cpp spells some flags with one dash and several letters (`-sys`); clap cannot,
+/// so they are rewritten to their long forms before parsing.
+pub fn normalize_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some("-sys") => "--system-prompt".into(),
+            _ => a,
+        })
+        .collect()
+}

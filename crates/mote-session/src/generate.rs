@@ -1,0 +1,394 @@
+//! The generation loop: prefill the prompt in one batch, then sample, stream and feed back
+//! one token at a time until a stop condition.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use mote_model::{KvCache, Model, ModelError};
+use mote_tokenizer::Tokenizer;
+
+use crate::sampling::Sampler;
+use crate::stream::TextStream;
+use crate::SessionError;
+
+/// Something that turns tokens into next-token logits while keeping its own context:
+/// the real model with its KV cache, or a fake in tests.
+pub trait LogitsSource {
+    /// Length of each logits row.
+    fn vocab_size(&self) -> usize;
+    /// Most positions the context can hold.
+    fn capacity(&self) -> usize;
+    /// Positions already processed.
+    fn position(&self) -> usize;
+    /// Forget positions `n..`.
+    fn truncate(&mut self, n: usize);
+    /// Process `tokens` at positions `position()..`, returning the last token's logits.
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError>;
+}
+
+/// What the session needs from a tokenizer; implemented by [`Tokenizer`] and by test fakes.
+pub trait TokenCodec {
+    fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32>;
+    fn token_bytes(&self, id: u32) -> &[u8];
+    /// Control tokens (`<|im_start|>`, `<s>`…) are not shown in generated text.
+    fn is_control(&self, id: u32) -> bool;
+    fn is_eog(&self, id: u32) -> bool;
+    fn bos_id(&self) -> Option<u32>;
+    fn eos_id(&self) -> Option<u32>;
+    fn vocab_size(&self) -> usize;
+    fn token_id(&self, piece: &str) -> Option<u32>;
+    /// All end-of-generation ids.
+    fn eog_ids(&self) -> Vec<u32> {
+        (0..self.vocab_size() as u32)
+            .filter(|&t| self.is_eog(t))
+            .collect()
+    }
+    /// The token's text, lossily decoded (for template variables like `bos_token`).
+    fn token_text(&self, id: u32) -> String {
+        String::from_utf8_lossy(self.token_bytes(id)).into_owned()
+    }
+}
+
+impl TokenCodec for Tokenizer {
+    fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        Tokenizer::encode(self, text, add_special, parse_special)
+    }
+    fn token_bytes(&self, id: u32) -> &[u8] {
+        Tokenizer::token_bytes(self, id)
+    }
+    fn is_control(&self, id: u32) -> bool {
+        Tokenizer::is_control(self, id)
+    }
+    fn eog_ids(&self) -> Vec<u32> {
+        Tokenizer::eog_ids(self).to_vec()
+    }
+    fn is_eog(&self, id: u32) -> bool {
+        Tokenizer::is_eog(self, id)
+    }
+    fn bos_id(&self) -> Option<u32> {
+        Tokenizer::bos_id(self)
+    }
+    fn eos_id(&self) -> Option<u32> {
+        Tokenizer::eos_id(self)
+    }
+    fn vocab_size(&self) -> usize {
+        Tokenizer::vocab_size(self)
+    }
+    fn token_id(&self, piece: &str) -> Option<u32> {
+        Tokenizer::token_id(self, piece)
+    }
+}
+
+/// The real model together with the KV cache of one sequence.
+pub struct ModelRunner {
+    model: Model,
+    cache: KvCache,
+}
+
+impl ModelRunner {
+    pub fn new(model: Model, n_ctx: usize) -> ModelRunner {
+        let cache = model.new_cache(n_ctx);
+        ModelRunner { model, cache }
+    }
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+}
+
+impl LogitsSource for ModelRunner {
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+    fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+    fn position(&self) -> usize {
+        self.cache.len()
+    }
+    fn truncate(&mut self, n: usize) {
+        self.cache.truncate(n);
+    }
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.model.forward(tokens, &mut self.cache, false)
+    }
+}
+
+/// Default context size: the trained context, capped at 4096 to keep the cache small.
+pub fn default_context_size(n_ctx_train: usize) -> usize {
+    match n_ctx_train {
+        0 => 4096,
+        n => n.min(4096),
+    }
+}
+
+/// Limits and stop conditions of one generation.
+#[derive(Clone, Debug, Default)]
+pub struct GenerateOptions {
+    /// Most tokens to generate; `None` runs until end-of-generation or a full context.
+    pub max_tokens: Option<usize>,
+    /// Keep going past end-of-generation tokens (they are never sampled).
+    pub ignore_eos: bool,
+    /// Generation ends before any of these strings, which are not emitted.
+    pub stop: Vec<String>,
+    /// Time the caller spent loading, counted into time-to-first-token.
+    pub load_time: Duration,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// The token limit was reached.
+    Length,
+    /// The context (KV cache) is full.
+    Context,
+    /// The text callback asked to stop.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Context => "context",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counts and timings of one generation.
+#[derive(Clone, Debug, Default)]
+pub struct GenerationStats {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys/values were already cached (prefix reuse).
+    pub reused_tokens: usize,
+    /// Time for the batched prompt pass.
+    pub prefill_time: Duration,
+    /// Tokens sampled (end-of-generation tokens excluded).
+    pub generated_tokens: usize,
+    /// Single-token forward passes and their total time.
+    pub decode_steps: usize,
+    pub decode_time: Duration,
+    /// Load time (as passed in) + prefill + first sample.
+    pub time_to_first_token: Option<Duration>,
+    pub total_time: Duration,
+}
+
+impl GenerationStats {
+    /// Prompt tokens actually processed.
+    pub fn prefill_tokens(&self) -> usize {
+        self.prompt_tokens - self.reused_tokens
+    }
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        rate(self.prefill_tokens(), self.prefill_time)
+    }
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        rate(self.decode_steps, self.decode_time)
+    }
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    let s = t.as_secs_f64();
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        0.0
+    }
+}
+
+/// The result of one generation.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// Everything emitted through the callback.
+    pub text: String,
+    /// Generated token ids (end-of-generation excluded).
+    pub tokens: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub stats: GenerationStats,
+}
+
+/// A model, a tokenizer and the context they share across calls.
+pub struct Session<M, T> {
+    model: M,
+    tokenizer: T,
+    /// The tokens whose keys/values are in the model's cache, in order.
+    cached: Vec<u32>,
+    /// End-of-generation tokens, found once, banned under `ignore_eos`.
+    eog_ids: Option<Vec<u32>>,
+}
+
+impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
+    pub fn new(model: M, tokenizer: T) -> Session<M, T> {
+        Session {
+            model,
+            tokenizer,
+            cached: Vec::new(),
+            eog_ids: None,
+        }
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+    pub fn tokenizer(&self) -> &T {
+        &self.tokenizer
+    }
+    /// Tokens currently in the context.
+    pub fn context_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+    pub fn context_size(&self) -> usize {
+        self.model.capacity()
+    }
+
+    /// Empty the context.
+    pub fn reset(&mut self) {
+        self.model.truncate(0);
+        self.cached.clear();
+    }
+
+    /// Tokenize a prompt: control-token text is recognised, BOS added as the vocabulary
+    /// asks — but not twice when the text already starts with it (chat templates often
+    /// write `{{ bos_token }}` themselves).
+    pub fn tokenize_prompt(&self, text: &str) -> Vec<u32> {
+        let mut ids = self.tokenizer.encode(text, true, true);
+        if let Some(bos) = self.tokenizer.bos_id() {
+            if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
+                ids.remove(0);
+            }
+        }
+        ids
+    }
+
+    /// Generate a continuation of `prompt`. The longest common prefix with what is already
+    /// in the context is reused rather than recomputed. `on_text` receives each piece of
+    /// new text (always complete UTF-8) and can end generation early.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        sampler: &mut Sampler,
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Completion, SessionError> {
+        let start = Instant::now();
+        if prompt.is_empty() {
+            return Err(SessionError::EmptyPrompt);
+        }
+        let n_ctx = self.model.capacity();
+        if prompt.len() > n_ctx {
+            return Err(SessionError::PromptTooLong {
+                tokens: prompt.len(),
+                n_ctx,
+            });
+        }
+        let vocab = self.model.vocab_size();
+
+        // Reuse the shared prefix; at least one token must run to produce logits.
+        let common = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        self.model.truncate(common);
+        self.cached.truncate(common);
+
+        for &t in prompt {
+            sampler.accept(t);
+        }
+        if opts.ignore_eos {
+            let eog = self.eog_ids().to_vec();
+            sampler.set_banned(eog);
+        } else {
+            sampler.set_banned(Vec::new());
+        }
+
+        let suffix = &prompt[common..];
+        tracing::debug!(
+            prompt = prompt.len(),
+            reused = common,
+            "prefill {} tokens",
+            suffix.len()
+        );
+        let mut stats = GenerationStats {
+            prompt_tokens: prompt.len(),
+            reused_tokens: common,
+            ..Default::default()
+        };
+        let mut logits = self.model.forward(suffix)?;
+        self.cached.extend_from_slice(suffix);
+        stats.prefill_time = start.elapsed();
+
+        let mut stream = TextStream::new(&opts.stop);
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        let finish = loop {
+            if opts.max_tokens.is_some_and(|max| tokens.len() >= max) {
+                break FinishReason::Length;
+            }
+            let tok = sampler.sample(&logits, vocab)?;
+            if stats.time_to_first_token.is_none() {
+                stats.time_to_first_token = Some(opts.load_time + start.elapsed());
+            }
+            sampler.accept(tok);
+            if !opts.ignore_eos && self.tokenizer.is_eog(tok) {
+                break FinishReason::Stop;
+            }
+            tokens.push(tok);
+            if !self.tokenizer.is_control(tok) {
+                let step = stream.push(self.tokenizer.token_bytes(tok));
+                if !step.text.is_empty() {
+                    text.push_str(&step.text);
+                    if on_text(&step.text).is_break() {
+                        break FinishReason::Cancelled;
+                    }
+                }
+                if step.stopped {
+                    break FinishReason::Stop;
+                }
+            }
+            if self.model.position() >= n_ctx {
+                break FinishReason::Context;
+            }
+            let t = Instant::now();
+            logits = self.model.forward(&[tok])?;
+            stats.decode_time += t.elapsed();
+            stats.decode_steps += 1;
+            self.cached.push(tok);
+        };
+        if finish != FinishReason::Cancelled {
+            let rest = stream.finish();
+            if !rest.is_empty() {
+                text.push_str(&rest);
+                // The generation is over either way; a request to stop changes nothing.
+                let _ = on_text(&rest);
+            }
+        }
+        stats.generated_tokens = tokens.len();
+        stats.total_time = start.elapsed();
+        Ok(Completion {
+            text,
+            tokens,
+            finish_reason: finish,
+            stats,
+        })
+    }
+
+    fn eog_ids(&mut self) -> &[u32] {
+        let tokenizer = &self.tokenizer;
+        self.eog_ids.get_or_insert_with(|| tokenizer.eog_ids())
+    }
+}
