@@ -2,14 +2,15 @@
 //! with the lowest merge rank (ties: leftmost first), as llama.cpp does.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
+use crate::fasthash::FastMap;
 use crate::vocab::Vocab;
 
 /// Merge ranks keyed by `left ++ 0xFF ++ right` (0xFF never occurs in UTF-8, so the key is
 /// unambiguous and one flat byte string serves as the hash key).
 pub(crate) struct Merges {
-    ranks: HashMap<Box<[u8]>, u32>,
+    ranks: FastMap<Box<[u8]>, u32>,
 }
 
 impl Merges {
@@ -17,7 +18,8 @@ impl Merges {
     /// the first character. A line without one is ignored; a repeated pair keeps its first
     /// (best) rank.
     pub(crate) fn new(lines: &[String]) -> Merges {
-        let mut ranks = HashMap::with_capacity(lines.len());
+        let mut ranks = FastMap::default();
+        ranks.reserve(lines.len());
         for (rank, line) in lines.iter().enumerate() {
             let Some(first_len) = line.chars().next().map(char::len_utf8) else {
                 continue;

@@ -11,14 +11,13 @@
 //! *missing* `tokenizer.ggml.pre` selects `default`, as llama.cpp does (it warns).
 
 mod bpe;
+mod fasthash;
 mod load;
 mod pretokenize;
 mod special;
 mod spm;
 mod unicode;
 mod vocab;
-
-use std::collections::HashMap;
 
 use mote_file::GgufFile;
 
@@ -49,6 +48,7 @@ enum Kind {
     Spm {
         /// Token for each byte value (`<0xXX>`), for characters with no token of their own.
         byte_tokens: Box<[Option<u32>; 256]>,
+        segmenter: spm::Segmenter,
     },
     Bpe {
         pre: PreTokenizer,
@@ -118,7 +118,11 @@ impl Tokenizer {
                         .id_of(format!("<0x{b:02X}>").as_bytes())
                         .or_else(|| vocab.id_of(&[b as u8]));
                 }
-                Kind::Spm { byte_tokens }
+                let segmenter = spm::Segmenter::new(&vocab);
+                Kind::Spm {
+                    byte_tokens,
+                    segmenter,
+                }
             }
             Model::Bpe => Kind::Bpe {
                 pre: pre.unwrap_or(PreTokenizer::Default),
@@ -130,7 +134,7 @@ impl Tokenizer {
         let mut piece_offsets = Vec::with_capacity(vocab.len() + 1);
         piece_offsets.push(0);
         for id in 0..vocab.len() {
-            piece_bytes.extend_from_slice(&vocab.piece(id));
+            vocab.append_piece(id, &mut piece_bytes);
             piece_offsets.push(piece_bytes.len());
         }
         unicode::warm_up();
@@ -155,32 +159,51 @@ impl Tokenizer {
             out.extend(v.bos);
         }
         match &self.kind {
-            Kind::Spm { byte_tokens } => {
-                // A space is prefixed to the first text and to any text after a special token.
+            Kind::Spm {
+                byte_tokens,
+                segmenter,
+            } => {
+                // A space is prefixed to the first text and to any text after a special
+                // token; then every space becomes `▁`.
                 let mut after_special = true;
-                let mut buf = String::new();
-                for f in fragments {
-                    match f {
-                        Fragment::Token(id) => {
-                            out.push(id);
+                let escaped: Vec<Option<String>> = fragments
+                    .iter()
+                    .map(|f| match *f {
+                        Fragment::Token(_) => {
                             after_special = true;
+                            None
                         }
                         Fragment::Text(s, e) => {
-                            buf.clear();
+                            let mut buf = String::with_capacity(3 * (e - s) + 3);
                             if v.add_space_prefix && after_special {
                                 buf.push('\u{2581}');
                             }
                             for c in text[s..e].chars() {
                                 buf.push(if c == ' ' { '\u{2581}' } else { c });
                             }
-                            spm::encode(v, byte_tokens, &buf, &mut out);
                             after_special = false;
+                            Some(buf)
                         }
+                    })
+                    .collect();
+                let mut cache = fasthash::FastMap::default();
+                for (f, esc) in fragments.iter().zip(&escaped) {
+                    match (f, esc) {
+                        (Fragment::Token(id), _) => out.push(*id),
+                        (Fragment::Text(..), Some(esc)) => spm::encode_fragment(
+                            v,
+                            byte_tokens,
+                            segmenter,
+                            esc,
+                            &mut cache,
+                            &mut out,
+                        ),
+                        (Fragment::Text(..), None) => {}
                     }
                 }
             }
             Kind::Bpe { pre, merges } => {
-                let mut cache: HashMap<&str, (usize, usize)> = HashMap::new();
+                let mut cache: fasthash::FastMap<&str, (usize, usize)> = Default::default();
                 let mut encoded = String::new();
                 for f in fragments {
                     match f {

@@ -42,7 +42,90 @@ impl Ord for Bigram {
     }
 }
 
-/// Tokenizes one (already space-escaped) text fragment and appends the ids.
+/// Where a fragment may be cut into independently merged segments.
+///
+/// Merging is global over a fragment, but a merge can only join two symbols whose joined
+/// text is a token. A cut just before a `▁` whose preceding character `c` is not `▁` is safe
+/// when no token contains `c▁`: no symbol can then ever span the cut, so the segments merge
+/// independently and in any order (ties between equal scores only order merges within a
+/// segment, where relative positions are unchanged). Cutting at word starts keeps the heaps
+/// small and lets repeated words reuse their ids.
+pub(crate) struct Segmenter {
+    /// Characters that some token has right before a `▁` (Gemma: `>` in `>▁</`).
+    glued_before_space: Vec<char>,
+}
+
+impl Segmenter {
+    pub(crate) fn new(vocab: &Vocab) -> Segmenter {
+        let mut glued = Vec::new();
+        for t in &vocab.texts {
+            let mut prev = None;
+            for c in t.chars() {
+                if let Some(p) = prev {
+                    if c == SPACE && p != SPACE && !glued.contains(&p) {
+                        glued.push(p);
+                    }
+                }
+                prev = Some(c);
+            }
+        }
+        Segmenter {
+            glued_before_space: glued,
+        }
+    }
+
+    /// Splits `text` at every safe cut; the segments concatenate back to `text`.
+    pub(crate) fn segments<'t>(&'t self, text: &'t str) -> impl Iterator<Item = &'t str> + 't {
+        let glued = &self.glued_before_space;
+        let mut rest = text;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut prev: Option<char> = None;
+            let mut cut = rest.len();
+            for (i, c) in rest.char_indices() {
+                if c == SPACE && i > 0 {
+                    if let Some(p) = prev {
+                        if p != SPACE && !glued.contains(&p) {
+                            cut = i;
+                            break;
+                        }
+                    }
+                }
+                prev = Some(c);
+            }
+            let (head, tail) = rest.split_at(cut);
+            rest = tail;
+            Some(head)
+        })
+    }
+}
+
+const SPACE: char = '\u{2581}';
+
+/// Tokenizes one space-escaped text fragment and appends the ids, segment by segment, with
+/// repeated segments served from `cache` (ranges of earlier output).
+pub(crate) fn encode_fragment<'t>(
+    vocab: &Vocab,
+    byte_tokens: &[Option<u32>; 256],
+    segmenter: &'t Segmenter,
+    text: &'t str,
+    cache: &mut crate::fasthash::FastMap<&'t str, (usize, usize)>,
+    out: &mut Vec<u32>,
+) {
+    for seg in segmenter.segments(text) {
+        if let Some(&(at, len)) = cache.get(seg) {
+            out.extend_from_within(at..at + len);
+            continue;
+        }
+        let at = out.len();
+        encode(vocab, byte_tokens, seg, out);
+        cache.insert(seg, (at, out.len() - at));
+    }
+}
+
+/// Tokenizes one (already space-escaped) text and appends the ids.
 pub(crate) fn encode(
     vocab: &Vocab,
     byte_tokens: &[Option<u32>; 256],

@@ -1,7 +1,7 @@
 //! The vocabulary: token texts, scores, attributes, special ids and the end-of-generation set,
 //! with the same defaults and text-based fix-ups llama.cpp applies when it loads a GGUF file.
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 
 use crate::TokenizerError;
 
@@ -76,7 +76,7 @@ pub(crate) struct Vocab {
     pub texts: Vec<Box<str>>,
     pub scores: Vec<f32>,
     pub attrs: Vec<u16>,
-    pub text_to_id: HashMap<Box<[u8]>, u32>,
+    pub text_to_id: FastMap<Box<[u8]>, u32>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub eot: Option<u32>,
@@ -217,12 +217,17 @@ impl Vocab {
             })
             .collect();
         // A duplicated text resolves to its last id, as in llama.cpp.
-        let mut text_to_id: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(n);
+        let mut text_to_id: FastMap<Box<[u8]>, u32> = FastMap::default();
+        text_to_id.reserve(n);
         for (i, t) in texts.iter().enumerate() {
             text_to_id.insert(Box::from(t.as_bytes()), i as u32);
         }
-        // Ids whose text maps back to them: the "unique texts" llama.cpp's scans walk.
-        let canonical = |i: usize| text_to_id.get(texts[i].as_bytes()) == Some(&(i as u32));
+        // llama.cpp finds tokens by text through its text → id map, so a duplicated text
+        // stands for its last id only; `lookup` gives exactly those ids.
+        let lookup = |t: &str| text_to_id.get(t.as_bytes()).copied();
+        // Among several candidate texts llama.cpp takes whichever its hash map yields first;
+        // we take the lowest id.
+        let first_of = |names: &[&str]| names.iter().filter_map(|t| lookup(t)).min();
 
         let (default_bos, default_eos, default_unk) = match raw.model {
             Model::Spm => (Some(1), Some(2), Some(0)),
@@ -250,23 +255,22 @@ impl Vocab {
         ];
 
         // Find unset special ids by their text; a found token becomes a control token.
-        for i in (0..n).filter(|&i| canonical(i)) {
-            let text: &str = &texts[i];
-            let slots = std::iter::once((&mut eot, EOT_TEXTS))
-                .chain(std::iter::once((&mut eom, EOM_TEXTS)))
-                .chain(fim.iter_mut().map(|(id, t)| (id, *t)));
-            for (slot, names) in slots {
-                if slot.is_none() && names.contains(&text) {
-                    *slot = Some(i as u32);
-                    attrs[i] |= attr::CONTROL;
+        for (slot, names) in std::iter::once((&mut eot, EOT_TEXTS))
+            .chain(std::iter::once((&mut eom, EOM_TEXTS)))
+            .chain(fim.iter_mut().map(|(id, t)| (id, *t)))
+        {
+            if slot.is_none() {
+                *slot = first_of(names);
+                if let Some(id) = *slot {
+                    attrs[id as usize] |= attr::CONTROL;
                 }
             }
         }
 
         // Control tokens named "unused…" are unused.
-        for i in (0..n).filter(|&i| canonical(i)) {
-            if attrs[i] & attr::CONTROL != 0 && texts[i].contains("unused") {
-                attrs[i] |= attr::UNUSED;
+        for (i, a) in attrs.iter_mut().enumerate() {
+            if *a & attr::CONTROL != 0 && texts[i].contains("unused") {
+                *a |= attr::UNUSED;
             }
         }
 
@@ -279,18 +283,16 @@ impl Vocab {
         for id in [fim[3].0, fim[4].0, fim[5].0].into_iter().flatten() {
             add_eog(&mut eog, id);
         }
-        for i in (0..n).filter(|&i| canonical(i)) {
-            let text: &str = &texts[i];
-            if EOG_TEXTS.contains(&text) {
-                add_eog(&mut eog, i as u32);
-                attrs[i] |= attr::CONTROL;
-            }
-            // gpt-oss: these must always be rendered.
-            if matches!(
-                text,
-                "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>"
-            ) {
-                attrs[i] = attr::USER_DEFINED;
+        let mut by_text: Vec<u32> = EOG_TEXTS.iter().filter_map(|t| lookup(t)).collect();
+        by_text.sort_unstable();
+        for id in by_text {
+            add_eog(&mut eog, id);
+            attrs[id as usize] |= attr::CONTROL;
+        }
+        // gpt-oss: these must always be rendered.
+        for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+            if let Some(id) = lookup(t) {
+                attrs[id as usize] = attr::USER_DEFINED;
             }
         }
         for id in [eos, eot, eom].into_iter().flatten() {
@@ -386,26 +388,30 @@ impl Vocab {
         ids
     }
 
-    /// The bytes a token stands for when printed with special tokens shown.
-    pub(crate) fn piece(&self, id: usize) -> Vec<u8> {
+    /// Appends the bytes a token stands for when printed with special tokens shown.
+    pub(crate) fn append_piece(&self, id: usize, out: &mut Vec<u8>) {
         let text: &str = &self.texts[id];
         let a = self.attrs[id];
         if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-            return text.as_bytes().to_vec();
+            out.extend_from_slice(text.as_bytes());
+        } else if a & attr::NORMAL != 0 {
+            match self.model {
+                Model::Spm => {
+                    for (i, part) in text.split('\u{2581}').enumerate() {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        out.extend_from_slice(part.as_bytes());
+                    }
+                }
+                Model::Bpe => decode_byte_level(text, out),
+            }
+        } else if a & attr::BYTE != 0 {
+            match parse_byte_token(text) {
+                Some(b) => out.push(b),
+                None => out.extend_from_slice(text.as_bytes()),
+            }
         }
-        if a & attr::NORMAL != 0 {
-            return match self.model {
-                Model::Spm => text.replace('\u{2581}', " ").into_bytes(),
-                Model::Bpe => decode_byte_level(text),
-            };
-        }
-        if a & attr::BYTE != 0 {
-            return match parse_byte_token(text) {
-                Some(b) => vec![b],
-                None => text.as_bytes().to_vec(),
-            };
-        }
-        Vec::new()
     }
 }
 
@@ -420,8 +426,7 @@ pub(crate) fn parse_byte_token(text: &str) -> Option<u8> {
 
 /// A byte-level BPE token's text back to bytes. A character outside GPT-2's byte alphabet is
 /// rendered the way llama.cpp renders it, so the two stay byte-identical.
-fn decode_byte_level(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
+fn decode_byte_level(text: &str, out: &mut Vec<u8>) {
     for c in text.chars() {
         match crate::unicode::char_to_byte(c) {
             Some(b) => out.push(b),
@@ -436,5 +441,4 @@ fn decode_byte_level(text: &str) -> Vec<u8> {
             }
         }
     }
-    out
 }

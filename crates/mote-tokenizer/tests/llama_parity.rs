@@ -60,9 +60,14 @@ fn check(model_file: &str, fixture: &str) {
         );
     }
 
-    // Round trip: without parse_special the text comes back, bar SentencePiece's prefix space.
+    // Round trip: without parse_special the text comes back, bar SentencePiece's prefix
+    // space (and a literal `▁`, which SentencePiece cannot tell from an escaped space).
     for case in fx["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
+        let spm = tok.pre_tokenizer().is_none();
+        if (tok.adds_space_prefix() && text.is_empty()) || (spm && text.contains('\u{2581}')) {
+            continue;
+        }
         let decoded = tok.decode(&tok.encode(text, false, false), false);
         let expected = if tok.adds_space_prefix() {
             format!(" {text}")
