@@ -10,7 +10,7 @@ use std::io::Read;
 use common::{fixture, ids, read_json};
 use mote_tokenizer::{PreTokenizer, Tokenizer};
 
-fn qwen() -> Tokenizer {
+fn qwen_with(pre: &str) -> Tokenizer {
     let file = std::fs::File::open(fixture("qwen2_vocab.json.gz")).expect("vocab fixture");
     let mut text = String::new();
     flate2::read::GzDecoder::new(file)
@@ -26,13 +26,13 @@ fn qwen() -> Tokenizer {
             .collect()
     };
     let special = ids(&v["special"]);
-    Tokenizer::from_parts(strings("tokens"), &strings("merges"), "qwen2", &special)
+    Tokenizer::from_parts(strings("tokens"), &strings("merges"), pre, &special)
         .expect("tokenizer builds")
 }
 
 #[test]
 fn qwen2_matches_hf_tokenizers() {
-    let tok = qwen();
+    let tok = qwen_with("qwen2");
     assert_eq!(tok.pre_tokenizer(), Some(PreTokenizer::Qwen2));
     assert_eq!(tok.vocab_size(), 151_669);
     let fx = read_json("qwen2_hf.json");
@@ -68,4 +68,29 @@ fn qwen2_matches_hf_tokenizers() {
     assert!(tok.is_eog(tok.token_id("<|endoftext|>").unwrap()));
     assert_eq!(tok.decode(&[im_end], true), "");
     assert_eq!(tok.decode(&[im_end], false), "<|im_end|>");
+}
+
+/// The same vocabulary split by the Llama-3 and GPT-2 rules, against HF with those regexes.
+#[test]
+fn llama3_and_gpt2_rules_match_hf_tokenizers() {
+    let fx = read_json("qwen2_hf.json");
+    for (pre, key) in [("llama-bpe", "llama3"), ("gpt-2", "gpt2")] {
+        let tok = qwen_with(pre);
+        let mut failures = Vec::new();
+        for case in fx["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let parse_special = !text.contains("</s>");
+            let got = tok.encode(text, false, parse_special);
+            let want = ids(&case[key]);
+            if got != want {
+                failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{pre}: {} mismatches:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
 }
