@@ -56,6 +56,9 @@ fn merge_key(left: &str, right: &str) -> Vec<u8> {
     k
 }
 
+/// (rank, left index, right index, left length, right length).
+type PairEntry = (u32, usize, usize, usize, usize);
+
 #[derive(Clone, Copy)]
 struct Symbol {
     start: usize,
@@ -83,7 +86,7 @@ pub(crate) fn encode_word(vocab: &Vocab, merges: &Merges, word: &str, out: &mut 
 
     // Heap entries: (rank, left index), plus the pair's lengths to spot stale entries
     // (symbols only grow, so unchanged lengths mean an unchanged pair).
-    let mut heap: BinaryHeap<Reverse<(u32, usize, usize, usize, usize)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<Reverse<PairEntry>> = BinaryHeap::new();
     let mut scratch = Vec::new();
     let text = |s: &Symbol| &bytes[s.start..s.start + s.len];
     let push_pair = |heap: &mut BinaryHeap<_>,

@@ -61,7 +61,7 @@ impl PreTokenizer {
     }
 
     /// Splits `text` into words; concatenated, the words give back `text`.
-    pub fn split<'t>(self, text: &'t str) -> Vec<&'t str> {
+    pub fn split(self, text: &str) -> Vec<&str> {
         let mut cpts = Vec::with_capacity(text.len());
         let mut byte_at = Vec::with_capacity(text.len() + 1);
         for (i, c) in text.char_indices() {
