@@ -1,0 +1,66 @@
+//! What the server needs from a model, split in two halves:
+//!
+//! - [`Frontend`]: text work that any request handler may do concurrently (tokenize, render
+//!   the chat template, turn token ids back into bytes). Shared behind an `Arc`.
+//! - [`Backend`]: the weights and one KV cache per slot. Owned by the scheduler thread
+//!   alone, so it needs no locking and may keep mutable scratch buffers.
+//!
+//! The HTTP layer and the scheduler only see these traits, which lets the tests run the
+//! whole server on a small deterministic fake engine (see `fake.rs`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// One chat turn as the OpenAI API sends it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+pub trait Frontend: Send + Sync + 'static {
+    /// The id clients use in the `model` field.
+    fn model_id(&self) -> &str;
+    /// Context length the model was trained with (an upper bound for `--ctx-size`).
+    fn n_ctx_train(&self) -> usize;
+    /// Prompt text to ids: BOS as the vocabulary asks, control-token text recognised
+    /// (the chat template writes `<|im_start|>` and friends as text).
+    fn tokenize(&self, text: &str) -> Vec<u32>;
+    /// The conversation rendered with the model's chat template, ending with the opening
+    /// of the assistant's turn.
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError>;
+    /// Raw bytes of one token as shown in generated text (empty for control tokens);
+    /// streaming concatenates them and emits complete UTF-8.
+    fn token_bytes(&self, id: u32) -> Vec<u8>;
+    /// End of generation (EOS, `<|im_end|>`, ...).
+    fn is_eog(&self, id: u32) -> bool;
+    /// Stop strings the chat format needs (formats without an end-of-turn token).
+    fn chat_stops(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+pub trait Backend: Send + 'static {
+    fn vocab_size(&self) -> usize;
+    /// Positions currently held in `slot`'s cache.
+    fn cache_len(&self, slot: usize) -> usize;
+    /// Forget positions `n..` of `slot`'s cache.
+    fn truncate(&mut self, slot: usize, n: usize);
+    /// Runs `tokens` at the end of `slot`'s cache and returns the last token's logits.
+    fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
+    /// One decode token for each of several slots. Engines without a batched forward
+    /// keep this default, which loops over the slots one at a time.
+    fn forward_batch(&mut self, batch: &[(usize, u32)]) -> Vec<Result<Vec<f32>, EngineError>> {
+        batch
+            .iter()
+            .map(|&(slot, token)| self.forward(slot, &[token]))
+            .collect()
+    }
+}

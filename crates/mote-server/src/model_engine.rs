@@ -1,0 +1,145 @@
+//! The real engine: a GGUF model, its tokenizer and chat template, one KV cache per slot.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mote_model::{KvCache, LoadOptions, Model};
+use mote_session::{ChatTemplate, TokenCodec};
+use mote_tokenizer::Tokenizer;
+
+use crate::engine::{Backend, ChatMessage, EngineError, Frontend};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading {path}: {source}")]
+    Model {
+        path: String,
+        source: mote_model::ModelError,
+    },
+    #[error("reading the tokenizer of {path}: {source}")]
+    Tokenizer {
+        path: String,
+        source: mote_tokenizer::TokenizerError,
+    },
+    #[error("the chat template of {path}: {source}")]
+    Template {
+        path: String,
+        source: mote_session::ChatError,
+    },
+}
+
+pub struct ModelFrontend {
+    id: String,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    n_ctx_train: usize,
+}
+
+pub struct ModelBackend {
+    model: Model,
+    caches: Vec<KvCache>,
+}
+
+/// Loads `path` and makes `n_slots` caches of `n_ctx` positions each. `n_ctx = 0` picks
+/// the session's default (the trained context, capped). Returns the context size used.
+pub fn load(
+    path: &Path,
+    threads: usize,
+    n_slots: usize,
+    n_ctx: usize,
+) -> Result<(Arc<ModelFrontend>, ModelBackend, usize), LoadError> {
+    let shown = path.display().to_string();
+    let model = Model::load(path, &LoadOptions { threads }).map_err(|source| LoadError::Model {
+        path: shown.clone(),
+        source,
+    })?;
+    let tokenizer = Tokenizer::from_gguf(model.gguf()).map_err(|source| LoadError::Tokenizer {
+        path: shown.clone(),
+        source,
+    })?;
+    let template =
+        ChatTemplate::detect(model.gguf(), &tokenizer).map_err(|source| LoadError::Template {
+            path: shown.clone(),
+            source,
+        })?;
+    tracing::info!("chat format: {}", template.describe());
+    let n_ctx_train = model.config().n_ctx_train;
+    let n_ctx = match n_ctx {
+        0 => mote_session::default_context_size(n_ctx_train),
+        n => n,
+    };
+    let id = path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+        .unwrap_or_else(|| "model".into());
+    let caches = (0..n_slots.max(1))
+        .map(|_| model.new_cache(n_ctx))
+        .collect();
+    Ok((
+        Arc::new(ModelFrontend {
+            id,
+            tokenizer,
+            template,
+            n_ctx_train,
+        }),
+        ModelBackend { model, caches },
+        n_ctx,
+    ))
+}
+
+impl Frontend for ModelFrontend {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+    fn n_ctx_train(&self) -> usize {
+        self.n_ctx_train
+    }
+    fn tokenize(&self, text: &str) -> Vec<u32> {
+        self.tokenizer.encode(text, true, true)
+    }
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let messages: Vec<mote_session::ChatMessage> = messages
+            .iter()
+            .map(|m| mote_session::ChatMessage::new(&m.role, &m.content))
+            .collect();
+        self.template
+            .render(&messages, true)
+            .map_err(|e| EngineError::Template(e.to_string()))
+    }
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
+        if TokenCodec::is_control(&self.tokenizer, id) {
+            Vec::new()
+        } else {
+            self.tokenizer.token_bytes(id).to_vec()
+        }
+    }
+    fn is_eog(&self, id: u32) -> bool {
+        self.tokenizer.is_eog(id)
+    }
+    fn chat_stops(&self) -> Vec<String> {
+        self.template.stop_strings()
+    }
+}
+
+impl Backend for ModelBackend {
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+    fn cache_len(&self, slot: usize) -> usize {
+        self.caches.get(slot).map_or(0, |c| c.len())
+    }
+    fn truncate(&mut self, slot: usize, n: usize) {
+        if let Some(c) = self.caches.get_mut(slot) {
+            c.truncate(n);
+        }
+    }
+    fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let cache = self
+            .caches
+            .get_mut(slot)
+            .ok_or_else(|| EngineError::Model(format!("no slot {slot}")))?;
+        self.model
+            .forward(tokens, cache, false)
+            .map_err(|e| EngineError::Model(e.to_string()))
+    }
+}
