@@ -1,0 +1,304 @@
+//! Command-line front ends. The `mote` binary mounts each `*Args` as a subcommand and
+//! calls the matching `run_*`; progress goes to stderr, results to stdout.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mote_model::{LoadOptions, Model};
+use mote_tokenizer::Tokenizer;
+
+use crate::error::{CompressError, Result};
+use crate::kl::{KlReader, KlWriter, DEFAULT_TOP_K};
+use crate::perplexity::{evaluate, tokenize_text, KlMode, PerplexityOptions, PerplexityReport};
+use crate::quantize::{parse_override, quantize_file, Preset, QuantizeOptions, QuantizeSummary};
+
+/// Measure perplexity on a text file (llama-perplexity's method), optionally against
+/// a reference model's stored distributions (KL divergence, top-1 agreement, ΔPPL).
+#[derive(Args, Debug, Clone)]
+pub struct PerplexityArgs {
+    /// GGUF model.
+    pub model: PathBuf,
+    /// Text to score.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Tokens per window [default: 512, or the reference file's].
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Score at most this many windows [default: all, or the reference file's].
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Reference-distribution file: compared against, or written with --kl-base-write.
+    #[arg(long = "kl-base")]
+    pub kl_base: Option<PathBuf>,
+    /// Write this model's distributions to --kl-base instead of comparing.
+    #[arg(long = "kl-base-write", requires = "kl_base")]
+    pub kl_base_write: bool,
+    /// Reference log-probs kept per position when writing (the vocabulary size keeps
+    /// all of them).
+    #[arg(long = "kl-top-k", default_value_t = DEFAULT_TOP_K)]
+    pub kl_top_k: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+fn bar(total: u64, template: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| CompressError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads a model and its tokenizer.
+pub fn load_model(path: &Path, threads: usize) -> Result<(Model, Tokenizer)> {
+    if threads > 0 {
+        mote_tensor::parallel::set_threads(threads);
+    }
+    let model = Model::load(path, &LoadOptions { threads })?;
+    let tokenizer = Tokenizer::from_gguf(model.gguf())?;
+    Ok((model, tokenizer))
+}
+
+/// Computes perplexity (and KL statistics) without printing.
+pub fn perplexity(args: &PerplexityArgs) -> Result<PerplexityReport> {
+    let (model, tokenizer) = load_model(&args.model, args.threads)?;
+    let text = read_text(&args.file)?;
+    let tokens = tokenize_text(&tokenizer, &text);
+
+    let mut writer = None;
+    let mut reader = None;
+    if let Some(path) = &args.kl_base {
+        if args.kl_base_write {
+            writer = Some(KlWriter::create(path, args.kl_top_k)?);
+        } else {
+            reader = Some(KlReader::open(path)?);
+        }
+    }
+    let opts = PerplexityOptions {
+        ctx: args
+            .ctx_size
+            .or(reader.as_ref().map(KlReader::ctx))
+            .unwrap_or(512),
+        chunks: args.chunks.or(reader.as_ref().map(KlReader::chunks)),
+    };
+    let mode = match (&mut writer, &mut reader) {
+        (Some(w), _) => KlMode::Write(w),
+        (_, Some(r)) => KlMode::Compare(r),
+        _ => KlMode::None,
+    };
+    let pb = bar(
+        0,
+        "{spinner} perplexity [{bar:30}] {pos}/{len} windows {elapsed_precise} (eta {eta})",
+    );
+    let report = evaluate(
+        &model,
+        &tokenizer,
+        &tokens,
+        &opts,
+        mode,
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    );
+    pb.finish_and_clear();
+    report
+}
+
+/// `mote perplexity`.
+pub fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
+    let report = perplexity(args)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report)
+                .map_err(|e| CompressError::Invalid(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} windows of {} tokens, {} tokens scored, {:.1} s",
+        report.chunks, report.ctx, report.scored_tokens, report.seconds
+    );
+    if let Some(path) = args.kl_base.as_ref().filter(|_| args.kl_base_write) {
+        println!("reference distributions written to {}", path.display());
+    }
+    if let Some(kl) = &report.kl {
+        println!(
+            "Mean KLD = {:.6} +/- {:.6}  (median {:.6}, p99 {:.6}, max {:.6})",
+            kl.mean_kl, kl.kl_error, kl.median_kl, kl.p99_kl, kl.max_kl
+        );
+        println!("Same top token = {:.2}%", kl.top1_agreement * 100.0);
+        println!(
+            "Base PPL = {:.4} +/- {:.5}, ΔPPL = {:+.4} ({:+.3}%)",
+            kl.base_ppl,
+            kl.base_ppl_error,
+            kl.delta_ppl,
+            100.0 * kl.delta_ppl / kl.base_ppl
+        );
+    }
+    println!("PPL = {:.4} +/- {:.5}", report.ppl, report.ppl_error);
+    Ok(())
+}
+
+/// Quantize a GGUF model to another type or one of llama.cpp's mixed presets.
+#[derive(Args, Debug, Clone)]
+pub struct QuantizeArgs {
+    /// Input GGUF model.
+    pub input: PathBuf,
+    /// Output GGUF file (written to a temporary name, renamed when complete).
+    pub output: PathBuf,
+    /// Target: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M,
+    /// Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K (Q3_K/Q4_K/Q5_K mean the _M presets).
+    #[arg(long = "type")]
+    pub ty: String,
+    /// Per-tensor override PATTERN=TYPE (regex on the tensor name, first match wins);
+    /// repeatable.
+    #[arg(long = "tensor-type")]
+    pub tensor_type: Vec<String>,
+    /// Dequantize tensors that are already quantized instead of refusing.
+    #[arg(long = "allow-requantize")]
+    pub allow_requantize: bool,
+    /// Give every quantizable tensor the base type (no higher-precision exceptions).
+    #[arg(long)]
+    pub pure: bool,
+    /// Plan and print the table without writing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// List every tensor.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Set by Ctrl-C while a quantization runs.
+fn cancel_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        // If the binary already installed a handler this fails; Ctrl-C then ends the
+        // process the default way.
+        let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+        flag
+    })
+    .clone()
+}
+
+/// Builds library options from the flags.
+pub fn quantize_options(args: &QuantizeArgs) -> Result<QuantizeOptions> {
+    let mut opts = QuantizeOptions::new(Preset::parse(&args.ty)?);
+    opts.pure = args.pure;
+    opts.allow_requantize = args.allow_requantize;
+    opts.dry_run = args.dry_run;
+    opts.threads = args.threads;
+    opts.overrides = args
+        .tensor_type
+        .iter()
+        .map(|s| parse_override(s))
+        .collect::<Result<_>>()?;
+    Ok(opts)
+}
+
+/// `mote quantize`.
+pub fn run_quantize(args: &QuantizeArgs) -> Result<()> {
+    if args.input.is_dir() {
+        return Err(CompressError::Invalid(format!(
+            "{}: Hugging Face folders are not supported yet; convert to GGUF first",
+            args.input.display()
+        )));
+    }
+    let opts = quantize_options(args)?;
+    let cancel = cancel_flag();
+    let pb = bar(
+        0,
+        "{spinner} quantize [{bar:30}] {percent}% {elapsed_precise} (eta {eta}) {msg}",
+    );
+    let summary = quantize_file(
+        &args.input,
+        &args.output,
+        &opts,
+        &cancel,
+        &mut |done, total, t| {
+            pb.set_length(total);
+            pb.set_position(done);
+            pb.set_message(t.name.clone());
+            if args.verbose {
+                pb.println(format!(
+                    "{:<40} {:>18} {:>6} -> {:<6} {:>9.3} MiB",
+                    t.name,
+                    format!("{:?}", t.dims),
+                    t.from,
+                    t.to,
+                    t.bytes_out as f64 / (1 << 20) as f64
+                ));
+            }
+        },
+    );
+    pb.finish_and_clear();
+    let summary = summary?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary)
+                .map_err(|e| CompressError::Invalid(e.to_string()))?
+        );
+    } else {
+        print_summary(&summary, args);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &QuantizeSummary, args: &QuantizeArgs) {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "{:<8} {:>8} {:>12} {:>10}",
+        "type", "tensors", "params", "MiB"
+    );
+    for (ty, count) in &s.type_counts {
+        let (params, bytes) = s
+            .tensors
+            .iter()
+            .filter(|t| &t.to == ty)
+            .fold((0u64, 0u64), |(p, b), t| {
+                (p + t.dims.iter().product::<u64>(), b + t.bytes_out)
+            });
+        println!("{ty:<8} {count:>8} {params:>12} {:>10.2}", mib(bytes));
+    }
+    println!(
+        "{} ({} = general.file_type {}): {:.2} MiB at {:.2} bpw -> {:.2} MiB at {:.2} bpw, {} params, {} fallbacks, {} overrides, {:.1} s",
+        if args.dry_run { "plan" } else { "wrote" },
+        s.preset,
+        s.file_type,
+        mib(s.bytes_in),
+        s.bpw_in,
+        mib(s.bytes_out),
+        s.bpw_out,
+        s.elements,
+        s.fallbacks,
+        s.overrides,
+        s.seconds
+    );
+    if !args.dry_run {
+        println!("output: {}", args.output.display());
+    }
+}
