@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The web chat page in headless Chromium (Debian's `chromium`, driven by npm's
+# playwright-core): send a message, watch tokens stream in, press stop, go on with a
+# second turn; screenshot in out/browser-chat.png. Installs playwright-core into
+# .cache/browser-test on first use.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/test.d/serve-helpers.bash
+
+CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
+[ -n "$CHROMIUM" ] || { echo "chromium not found: run scripts/setup.sh test" >&2; exit 1; }
+PW=.cache/browser-test
+if [ ! -d "$PW/node_modules/playwright-core" ]; then
+  mkdir -p "$PW"
+  npm install --silent --no-audit --no-fund --prefix "$PW" playwright-core@1 >/dev/null
+fi
+mkdir -p out
+start_server out/browser-server.log "$MOTE_MODELS/tiny.gguf" --parallel 1 --ctx-size 4096
+PLAYWRIGHT_DIR="$PWD/$PW" CHROMIUM="$CHROMIUM" node scripts/test.d/browser_test.cjs "$PORT" out/browser-chat.png
+stop_server
