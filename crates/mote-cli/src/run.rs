@@ -111,6 +111,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
 
+    tracing::debug!("prompt tokens: {ids:?}");
     let mut stdout = std::io::stdout().lock();
     let completion = if args.json {
         session.generate(

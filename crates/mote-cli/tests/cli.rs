@@ -1,0 +1,227 @@
+//! The `mote` binary end to end: help, inspect, run and chat on the small model files.
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+
+fn model(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("MOTE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let p = dir.join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        assert!(
+            std::env::var_os("MOTE_REQUIRE_MODELS").is_none(),
+            "{name} missing: run scripts/fetch-models.sh all"
+        );
+        eprintln!("skipping: {} not found", p.display());
+        None
+    }
+}
+
+fn mote() -> Command {
+    let mut c = Command::cargo_bin("mote").unwrap();
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let top = stdout_of(mote().arg("--help"));
+    for cmd in ["run", "chat", "inspect"] {
+        assert!(top.contains(cmd), "{top}");
+    }
+    let run = stdout_of(mote().args(["run", "--help"]));
+    for flag in [
+        "--model",
+        "--prompt",
+        "--file",
+        "--n-predict",
+        "--threads",
+        "--ctx-size",
+        "--temp",
+        "--top-k",
+        "--top-p",
+        "--min-p",
+        "--repeat-penalty",
+        "--repeat-last-n",
+        "--presence-penalty",
+        "--frequency-penalty",
+        "--seed",
+        "--ignore-eos",
+        "--reverse-prompt",
+        "--json",
+    ] {
+        assert!(run.contains(flag), "run --help lacks {flag}:\n{run}");
+    }
+    let chat = stdout_of(mote().args(["chat", "--help"]));
+    assert!(chat.contains("--system-prompt") && chat.contains("--chat-template"));
+    let inspect = stdout_of(mote().args(["inspect", "--help"]));
+    assert!(inspect.contains("--json"));
+}
+
+#[test]
+fn missing_model_is_one_clear_line() {
+    let out = mote()
+        .args(["inspect", "/nonexistent/model.gguf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn not_a_gguf_file_is_an_error() {
+    let path = std::env::temp_dir().join(format!("mote-cli-test-{}.gguf", std::process::id()));
+    std::fs::write(&path, b"definitely not a model").unwrap();
+    let out = mote().arg("inspect").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a GGUF file"), "{err}");
+}
+
+#[test]
+fn inspect_tiny_tables_and_json() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let text = stdout_of(mote().arg("inspect").arg(&tiny));
+    assert!(text.contains("general.architecture"));
+    assert!(text.contains("(32000 items)"), "long arrays are summarised");
+    assert!(text.contains("token_embd.weight"));
+    assert!(text.contains("parameters: 1,032,272"));
+    assert!(text.contains("16.00 bits per weight"));
+
+    let json = stdout_of(mote().arg("inspect").arg(&tiny).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["metadata"]["general.architecture"], "llama");
+    assert_eq!(v["metadata"]["tokenizer.ggml.tokens"]["len"], 32000);
+    assert_eq!(v["parameters"], 1_032_272);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 21);
+    assert_eq!(v["types"]["F16"]["tensors"], 16);
+}
+
+#[test]
+fn run_tiny_is_reproducible_and_reports_json() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let args = ["-p", "Once upon a time", "-n", "8", "--seed", "7", "--json"];
+    let a = stdout_of(mote().arg("run").arg(&tiny).args(args));
+    let b = stdout_of(mote().arg("run").arg("-m").arg(&tiny).args(args));
+    let va: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let vb: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(va["tokens"], vb["tokens"], "same seed, same tokens");
+    assert_eq!(va["generated_tokens"], 8);
+    assert_eq!(va["finish_reason"], "length");
+    assert!(va["timings"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(va["text"].is_string());
+
+    // Streaming mode prints just the text (plus a final newline) on stdout.
+    let streamed = stdout_of(mote().arg("run").arg(&tiny).args(&args[..6]));
+    assert_eq!(
+        streamed.trim_end_matches('\n'),
+        va["text"].as_str().unwrap().trim_end_matches('\n')
+    );
+}
+
+#[test]
+fn run_tiny_context_limits() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout_of(mote().arg("run").arg(&tiny).args([
+            "-p",
+            "Hello",
+            "-c",
+            "8",
+            "-n",
+            "-1",
+            "--ignore-eos",
+            "--json",
+        ])))
+        .unwrap();
+    assert_eq!(v["finish_reason"], "context");
+
+    let out = mote()
+        .arg("run")
+        .arg(&tiny)
+        .args(["-p", "this prompt is longer than four tokens", "-c", "4"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ctx-size"), "{err}");
+}
+
+#[test]
+fn run_reads_prompt_from_stdin_and_file() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let args = ["-n", "4", "--temp", "0", "--json"];
+    let from_stdin = stdout_of(
+        mote()
+            .arg("run")
+            .arg(&tiny)
+            .args(args)
+            .write_stdin("Hello world"),
+    );
+    let path = std::env::temp_dir().join(format!("mote-cli-prompt-{}.txt", std::process::id()));
+    std::fs::write(&path, "Hello world").unwrap();
+    let from_file = stdout_of(mote().arg("run").arg(&tiny).args(args).arg("-f").arg(&path));
+    let _ = std::fs::remove_file(&path);
+    let a: serde_json::Value = serde_json::from_str(&from_stdin).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&from_file).unwrap();
+    assert_eq!(a["tokens"], b["tokens"]);
+}
+
+#[test]
+fn chat_is_scriptable() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let out = stdout_of(
+        mote()
+            .arg("chat")
+            .arg(&tiny)
+            .args(["--temp", "0", "-n", "4", "-sys", "Be brief."])
+            .write_stdin("hi\n/reset\nhello again\n/exit\nnot read\n"),
+    );
+    // Two replies, one line each (tiny's replies are noise, but they end with a newline).
+    assert_eq!(out.matches('\n').count(), 2, "{out:?}");
+}
+
+#[test]
+fn bad_flag_values_fail_cleanly() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let out = mote()
+        .arg("run")
+        .arg(&tiny)
+        .args(["-p", "x", "--repeat-penalty", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("repeat-penalty"));
+}
