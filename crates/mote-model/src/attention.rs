@@ -13,6 +13,13 @@ pub struct AttnParams {
     pub scale: f32,
     /// `Some(w)`: a query at position `p` sees keys at `p-w+1..=p`.
     pub window: Option<usize>,
+    /// Round queries and attention weights to f16 before their products (llama.cpp's
+    /// arithmetic with an F16 cache).
+    pub f16_inputs: bool,
+}
+
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }
 
 /// Computes attention for `n` queries at positions `start..start+n`.
@@ -33,6 +40,7 @@ pub fn attend(
     let v_width = p.n_head_kv * dv;
     let group = p.n_head / p.n_head_kv;
     let mut scores = Vec::with_capacity(start + n);
+    let mut q_round = vec![0f32; dk];
 
     for t in 0..n {
         let pos = start + t;
@@ -42,7 +50,13 @@ pub fn attend(
         };
         for h in 0..p.n_head {
             let kv = h / group;
-            let qh = &q[(t * p.n_head + h) * dk..][..dk];
+            let mut qh = &q[(t * p.n_head + h) * dk..][..dk];
+            if p.f16_inputs {
+                for (r, &v) in q_round.iter_mut().zip(qh) {
+                    *r = round_f16(v);
+                }
+                qh = &q_round;
+            }
             scores.clear();
             let mut max = f32::NEG_INFINITY;
             for j in first..=pos {
@@ -56,6 +70,13 @@ pub fn attend(
                 *s = (*s - max).exp();
                 sum += *s;
             }
+            let inv = 1.0 / sum;
+            for s in scores.iter_mut() {
+                *s *= inv;
+                if p.f16_inputs {
+                    *s = round_f16(*s);
+                }
+            }
             let oh = &mut out[(t * p.n_head + h) * dv..][..dv];
             oh.fill(0.0);
             for (j, &w) in (first..=pos).zip(scores.iter()) {
@@ -63,10 +84,6 @@ pub fn attend(
                 for (o, &x) in oh.iter_mut().zip(vj) {
                     *o += w * x;
                 }
-            }
-            let inv = 1.0 / sum;
-            for o in oh.iter_mut() {
-                *o *= inv;
             }
         }
     }
@@ -98,6 +115,7 @@ mod tests {
             head_dim_v: 1,
             scale: 1.0,
             window,
+            f16_inputs: false,
         }
     }
 

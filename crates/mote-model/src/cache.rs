@@ -8,6 +8,18 @@ pub(crate) struct LayerKv {
     pub v: Vec<f32>,
 }
 
+/// How keys and values are held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvPrecision {
+    /// Full f32.
+    #[default]
+    F32,
+    /// Values rounded to f16, and attention products taken at f16 inputs, as llama.cpp
+    /// does with its default F16 cache. (Storage is still f32 for now; the rounding is
+    /// what makes results line up with llama.cpp.)
+    F16,
+}
+
 /// Keys and values of the positions processed so far, for one sequence.
 ///
 /// Memory grows with the positions actually used, up to `capacity`.
@@ -17,16 +29,24 @@ pub struct KvCache {
     /// Values per position in each layer's K and V.
     pub(crate) k_width: usize,
     pub(crate) v_width: usize,
+    pub(crate) precision: KvPrecision,
     len: usize,
     capacity: usize,
 }
 
 impl KvCache {
-    pub(crate) fn new(n_layer: usize, k_width: usize, v_width: usize, capacity: usize) -> KvCache {
+    pub(crate) fn new(
+        n_layer: usize,
+        k_width: usize,
+        v_width: usize,
+        capacity: usize,
+        precision: KvPrecision,
+    ) -> KvCache {
         KvCache {
             layers: vec![LayerKv::default(); n_layer],
             k_width,
             v_width,
+            precision,
             len: 0,
             capacity,
         }
@@ -43,6 +63,10 @@ impl KvCache {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    pub fn precision(&self) -> KvPrecision {
+        self.precision
     }
 
     /// Forget positions `n..` (to re-use a shared prompt prefix, or to reset with 0).
@@ -72,7 +96,7 @@ mod tests {
 
     #[test]
     fn truncate_drops_values() {
-        let mut c = KvCache::new(2, 3, 2, 10);
+        let mut c = KvCache::new(2, 3, 2, 10, KvPrecision::F32);
         for l in &mut c.layers {
             l.k.extend_from_slice(&[0.0; 12]);
             l.v.extend_from_slice(&[0.0; 8]);

@@ -1,7 +1,7 @@
 //! The generic pre-norm decoder: embeddings, `n_layer` blocks, final norm, unembedding.
 
 use crate::attention::{attend, AttnParams};
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvPrecision};
 use crate::config::ModelConfig;
 use crate::ffn::feed_forward;
 use crate::norm::rms_norm_rows;
@@ -180,6 +180,12 @@ impl Decoder<'_> {
             rope.apply(&table, t, &mut k[t * k_width..(t + 1) * k_width], dk);
         }
 
+        let f16 = cache.precision == KvPrecision::F16;
+        if f16 {
+            for x in k.iter_mut().chain(v.iter_mut()) {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
+        }
         let layer = &mut cache.layers[il];
         layer.k.extend_from_slice(&k);
         layer.v.extend_from_slice(&v);
@@ -191,6 +197,7 @@ impl Decoder<'_> {
             head_dim_v: dv,
             scale: cfg.attn_scale,
             window: lc.window,
+            f16_inputs: f16,
         };
         let mut attn = vec![0f32; n * cfg.n_head * dv];
         attend(&params, &q, &layer.k, &layer.v, start, n, &mut attn);

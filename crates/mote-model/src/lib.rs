@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use mote_file::GgufFile;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, KvPrecision};
 pub use config::{LayerConfig, ModelConfig};
 pub use spec::ArchSpec;
 
@@ -105,12 +105,18 @@ impl Model {
 
     /// An empty cache for up to `n_ctx` positions; memory is taken as positions fill.
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        self.new_cache_with(n_ctx, KvPrecision::default())
+    }
+
+    /// [`Model::new_cache`] with a chosen precision.
+    pub fn new_cache_with(&self, n_ctx: usize, precision: KvPrecision) -> KvCache {
         let c = &self.config;
         KvCache::new(
             c.n_layer,
             c.n_head_kv * c.head_dim_k,
             c.n_head_kv * c.head_dim_v,
             n_ctx,
+            precision,
         )
     }
 

@@ -3,6 +3,16 @@
 //! The fixtures (scripts/fixtures/logits_fixtures.py) hold llama.cpp's token ids and,
 //! per position, its top-32 log-probabilities. We measure KL(llama.cpp ‖ mote) over those
 //! 32 tokens plus one "everything else" bucket, and how often both pick the same argmax.
+//!
+//! Two kinds of bound:
+//! - Float-weight models (random tiny ones): both sides compute nearly the same f32
+//!   arithmetic, so KL must be ~0.
+//! - Quantized real models: llama.cpp quantizes activations to 8 bits and keeps an F16
+//!   cache; these roundings make results drift. llama.cpp disagrees with *itself* about
+//!   as much as we disagree with it (SmolLM2 Q4_1, text 0: batch vs token-by-token
+//!   KL 3.3e-3 / 97.9% argmax; F16 vs F32 cache 4.2e-3 / 96.5%. Gemma 3 Q4_K_M: 5.1e-3 /
+//!   95.1% and 8.2e-3 / 94.4%). So the argmax is checked strictly only where llama.cpp's
+//!   top token leads the runner-up clearly.
 
 use std::path::PathBuf;
 
@@ -71,35 +81,46 @@ fn model_path(file: &str) -> Option<PathBuf> {
     None
 }
 
+/// A lead (in nats) of llama.cpp's top token over its second that rounding noise does
+/// not overturn.
+const CLEAR_MARGIN: f32 = 0.5;
+
 struct Score {
     mean_kl: f64,
     max_kl: f64,
     agreement: f64,
+    /// Agreement at positions where llama.cpp's top token leads by `CLEAR_MARGIN`.
+    clear_agreement: f64,
+    clear_positions: usize,
+    /// Largest |Δ log-prob| of llama.cpp's top token.
+    max_top_diff: f64,
     positions: usize,
 }
 
-fn log_softmax(logits: &[f32]) -> Vec<f64> {
+fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    let lse = max + sum.ln();
-    logits.iter().map(|&v| v as f64 - lse).collect()
+    max + sum.ln()
 }
 
 fn compare(model: &Model, fx: &Fixture) -> Score {
     assert_eq!(model.config().vocab_size, fx.vocab);
     let (mut kl_sum, mut max_kl, mut agree, mut total) = (0f64, 0f64, 0usize, 0usize);
+    let (mut clear, mut clear_agree, mut max_top_diff) = (0usize, 0usize, 0f64);
     for text in &fx.texts {
         let mut cache = model.new_cache(text.ids.len());
         let logits = model.forward(&text.ids, &mut cache, true).unwrap();
         for (row, top) in logits.chunks_exact(fx.vocab).zip(&text.top) {
-            let ours = log_softmax(row);
+            let lse = log_sum_exp(row);
+            let ours = |id: u32| row[id as usize] as f64 - lse;
             let (mut kl, mut ref_mass, mut our_mass) = (0f64, 0f64, 0f64);
             for &(id, lp) in top {
                 let p = (lp as f64).exp();
-                kl += p * (lp as f64 - ours[id as usize]);
+                kl += p * (lp as f64 - ours(id));
                 ref_mass += p;
-                our_mass += ours[id as usize].exp();
+                our_mass += ours(id).exp();
             }
+            max_top_diff = max_top_diff.max((ours(top[0].0) - top[0].1 as f64).abs());
             let ref_tail = (1.0 - ref_mass).max(1e-12);
             let our_tail = (1.0 - our_mass).max(1e-12);
             kl += ref_tail * (ref_tail / our_tail).ln();
@@ -113,7 +134,12 @@ fn compare(model: &Model, fx: &Fixture) -> Score {
                     |b, (i, &v)| if v > b.1 { (i, v) } else { b },
                 )
                 .0;
-            agree += usize::from(our_best == top[0].0 as usize);
+            let same = our_best == top[0].0 as usize;
+            agree += usize::from(same);
+            if top[0].1 - top[1].1 >= CLEAR_MARGIN {
+                clear += 1;
+                clear_agree += usize::from(same);
+            }
             total += 1;
         }
     }
@@ -121,29 +147,71 @@ fn compare(model: &Model, fx: &Fixture) -> Score {
         mean_kl: kl_sum / total as f64,
         max_kl,
         agreement: agree as f64 / total as f64,
+        clear_agreement: clear_agree as f64 / clear.max(1) as f64,
+        clear_positions: clear,
+        max_top_diff,
         positions: total,
     }
 }
 
-fn check(name: &str, model_file: PathBuf, check_argmax: bool) {
+/// What a model must reach.
+struct Bounds {
+    mean_kl: f64,
+    /// Argmax agreement over all positions (`None`: not checked, e.g. random weights).
+    agreement: Option<f64>,
+    /// Argmax agreement where llama.cpp's top token leads clearly.
+    clear_agreement: Option<f64>,
+}
+
+/// Float weights: the same arithmetic up to summation order.
+const EXACT: Bounds = Bounds {
+    mean_kl: 1e-4,
+    agreement: Some(0.99),
+    clear_agreement: Some(1.0),
+};
+
+/// Quantized weights: within llama.cpp's own run-to-run drift (see the module comment).
+const QUANTIZED: Bounds = Bounds {
+    mean_kl: 0.01,
+    agreement: Some(0.93),
+    clear_agreement: Some(0.99),
+};
+
+fn check(name: &str, model_file: PathBuf, bounds: Bounds) {
     let fx = read_fixture(name);
     let model = Model::load(&model_file, &LoadOptions::default()).unwrap();
     let t = std::time::Instant::now();
     let s = compare(&model, &fx);
     println!(
-        "{name}: mean KL {:.2e} nats, max KL {:.2e}, argmax agreement {:.2}% over {} positions ({:.1}s)",
+        "{name}: mean KL {:.2e} nats (max {:.2e}), argmax agreement {:.2}% ({:.2}% of {} clear positions), \
+         max |Δ top-1 log-prob| {:.2e}, {} positions, {:.1}s",
         s.mean_kl,
         s.max_kl,
         100.0 * s.agreement,
+        100.0 * s.clear_agreement,
+        s.clear_positions,
+        s.max_top_diff,
         s.positions,
         t.elapsed().as_secs_f64()
     );
-    assert!(s.mean_kl <= 0.01, "{name}: mean KL {} > 0.01", s.mean_kl);
-    if check_argmax {
+    assert!(
+        s.mean_kl <= bounds.mean_kl,
+        "{name}: mean KL {} > {}",
+        s.mean_kl,
+        bounds.mean_kl
+    );
+    if let Some(min) = bounds.agreement {
         assert!(
-            s.agreement >= 0.99,
-            "{name}: argmax agreement {}",
+            s.agreement >= min,
+            "{name}: argmax agreement {} < {min}",
             s.agreement
+        );
+    }
+    if let Some(min) = bounds.clear_agreement {
+        assert!(
+            s.clear_agreement >= min,
+            "{name}: clear-margin argmax agreement {} < {min}",
+            s.clear_agreement
         );
     }
 }
@@ -153,7 +221,18 @@ fn qwen2_tiny_matches_llama_cpp() {
     check(
         "qwen2-tiny",
         PathBuf::from(FIXTURES).join("qwen2-tiny.gguf"),
-        true,
+        EXACT,
+    );
+}
+
+/// Gemma 3 layout with a 16-token sliding window, so the 144-token texts exercise the
+/// window, the local/global layer pattern and both RoPE bases.
+#[test]
+fn gemma3_tiny_matches_llama_cpp() {
+    check(
+        "gemma3-tiny",
+        PathBuf::from(FIXTURES).join("gemma3-tiny.gguf"),
+        EXACT,
     );
 }
 
@@ -161,20 +240,25 @@ fn qwen2_tiny_matches_llama_cpp() {
 #[test]
 fn tiny_llama_matches_llama_cpp() {
     if let Some(p) = model_path("tiny.gguf") {
-        check("tiny", p, false);
+        let bounds = Bounds {
+            agreement: None,
+            clear_agreement: None,
+            ..EXACT
+        };
+        check("tiny", p, bounds);
     }
 }
 
 #[test]
 fn smollm2_matches_llama_cpp() {
     if let Some(p) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") {
-        check("smollm2", p, true);
+        check("smollm2", p, QUANTIZED);
     }
 }
 
 #[test]
 fn gemma3_matches_llama_cpp() {
     if let Some(p) = model_path("gemma-3-270m-Q4_K_M.gguf") {
-        check("gemma3", p, true);
+        check("gemma3", p, QUANTIZED);
     }
 }
