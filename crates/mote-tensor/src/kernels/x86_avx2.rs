@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{scalar, unpack_k4_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
+use super::{unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
 
 /// Builds a [`Dot`] from a kernel body: a `#[target_feature]` entry point generic over the
 /// number of activation rows, and the safe one- and four-row wrappers that bound the
@@ -60,8 +60,8 @@ pub(super) fn kernels() -> Option<Kernels> {
         q5_0: simd_dot!("avx2,fma,f16c", q5_0::<false>, BlockQ8, 22),
         q5_1: simd_dot!("avx2,fma,f16c", q5_1::<false>, BlockQ8, 24),
         q8_0: simd_dot!("avx2,fma,f16c", q8_0::<false>, BlockQ8, 34),
-        q2_k: scalar::KERNELS.q2_k,
-        q3_k: scalar::KERNELS.q3_k,
+        q2_k: simd_dot!("avx2,fma,f16c", q2_k::<false>, BlockQ8K, 84),
+        q3_k: simd_dot!("avx2,fma,f16c", q3_k::<false>, BlockQ8K, 110),
         q4_k: simd_dot!("avx2,fma,f16c", q4_k::<false>, BlockQ8K, 144),
         q5_k: simd_dot!("avx2,fma,f16c", q5_k::<false>, BlockQ8K, 176),
         q6_k: simd_dot!("avx2,fma,f16c", q6_k::<false>, BlockQ8K, 210),
@@ -475,6 +475,122 @@ pub(super) unsafe fn q6_k<const B: usize, const VNNI: bool>(
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
             let total = _mm256_sub_epi32(sums[b], offset);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * y.d), acc[b]);
+        }
+    }
+    hsums(acc)
+}
+
+/// Per-lane scales for a 32-byte vector holding two 16-value groups: `lo` for the low
+/// 128-bit lane, `hi` for the high one, as i32 lanes and as i16 lanes (see
+/// [`dot_us_scaled`]).
+#[inline(always)]
+unsafe fn lane_scales(lo: i32, hi: i32) -> (__m256i, __m256i) {
+    (
+        _mm256_set_m128i(_mm_set1_epi32(hi), _mm_set1_epi32(lo)),
+        _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16)),
+    )
+}
+
+/// Q2_K: sixteen 16-value groups of 2-bit weights, each with a 4-bit scale (low nibble)
+/// and a 4-bit min (high nibble), shared `d` and `dmin`.
+///
+/// The 32 bytes of `qs` at `32h` hold, in bits `2j, 2j + 1`, groups `8h + 2j` (first 16
+/// bytes) and `8h + 2j + 1` (last 16): one vector per `(h, j)`, whose activations are the
+/// 32 at `128h + 32j`, with one scale per 128-bit lane.
+#[inline(always)]
+pub(super) unsafe fn q2_k<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8K; B],
+    nb: usize,
+) -> [f32; B] {
+    let mut acc = [_mm256_setzero_ps(); B];
+    let three = _mm256_set1_epi8(3);
+    for i in 0..nb {
+        let p = w.add(i * 84);
+        let (d, dmin) = (f16_load(p.add(80)), f16_load(p.add(82)));
+        let packed = _mm_loadu_si128(p as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(
+            _mm_srli_epi16::<4>(packed),
+            _mm_set1_epi8(15),
+        ));
+        let mut q = [_mm256_setzero_si256(); 8];
+        let mut scales = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 8];
+        for h in 0..2 {
+            // 16-bit shifts pull bits in from the neighbour byte; the mask drops them.
+            let mut bytes = load(p.add(16 + 32 * h));
+            for j in 0..4 {
+                let v = 4 * h + j;
+                q[v] = _mm256_and_si256(bytes, three);
+                bytes = _mm256_srli_epi16::<2>(bytes);
+                scales[v] =
+                    lane_scales((*p.add(2 * v) & 15) as i32, (*p.add(2 * v + 1) & 15) as i32);
+            }
+        }
+        for b in 0..B {
+            let y = &*a[b].add(i);
+            let mut sum = _mm256_setzero_si256();
+            for (v, (qv, (s32, s16))) in q.iter().zip(scales).enumerate() {
+                let ys = load(y.qs.as_ptr().add(32 * v) as *const u8);
+                sum = _mm256_add_epi32(sum, dot_us_scaled::<VNNI>(*qv, ys, s32, s16));
+            }
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let min_sum = _mm256_madd_epi16(bsums, mins);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * y.d), acc[b]);
+            acc[b] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(min_sum),
+                _mm256_set1_ps(-dmin * y.d),
+                acc[b],
+            );
+        }
+    }
+    hsums(acc)
+}
+
+/// Q3_K: sixteen 16-value groups of 3-bit weights (two low bits in `qs`, the third in
+/// `hmask`, offset -4 when it is clear), each with a signed 6-bit scale.
+///
+/// Same vector layout as [`q2_k`]; `hmask` byte `l` serves lane `l` of every vector, bit
+/// `4h + j` for vector `(h, j)`. Weights are taken unsigned (`q + 4`, 0..8) for the
+/// u8×i8 multiply, and `4 · Σ scale · bsum` is subtracted per block.
+#[inline(always)]
+pub(super) unsafe fn q3_k<const B: usize, const VNNI: bool>(
+    w: *const u8,
+    a: [*const BlockQ8K; B],
+    nb: usize,
+) -> [f32; B] {
+    let mut acc = [_mm256_setzero_ps(); B];
+    let three = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    for i in 0..nb {
+        let p = w.add(i * 110);
+        let d = f16_load(p.add(108));
+        let sc = unpack_q3k_scales(std::slice::from_raw_parts(p.add(96), 12));
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
+        let hmask = load(p);
+        let mut q = [_mm256_setzero_si256(); 8];
+        let mut scales = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 8];
+        for h in 0..2 {
+            let mut bytes = load(p.add(32 + 32 * h));
+            for j in 0..4 {
+                let v = 4 * h + j;
+                let bit = _mm256_set1_epi8((1u8 << (4 * h + j)) as i8);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit);
+                q[v] = _mm256_or_si256(_mm256_and_si256(bytes, three), _mm256_and_si256(set, four));
+                bytes = _mm256_srli_epi16::<2>(bytes);
+                scales[v] = lane_scales(sc[2 * v] as i32, sc[2 * v + 1] as i32);
+            }
+        }
+        for b in 0..B {
+            let y = &*a[b].add(i);
+            let mut sum = _mm256_setzero_si256();
+            for (v, (qv, (s32, s16))) in q.iter().zip(scales).enumerate() {
+                let ys = load(y.qs.as_ptr().add(32 * v) as *const u8);
+                sum = _mm256_add_epi32(sum, dot_us_scaled::<VNNI>(*qv, ys, s32, s16));
+            }
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, scales16));
+            let total = _mm256_sub_epi32(sum, offset);
             acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * y.d), acc[b]);
         }
     }

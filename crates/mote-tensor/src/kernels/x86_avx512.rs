@@ -8,8 +8,8 @@
 
 use std::arch::x86_64::*;
 
-use super::x86_avx2::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, simd_dot};
-use super::{scalar, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
+use super::x86_avx2::{q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, simd_dot};
+use super::{BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
 
 pub(super) fn kernels() -> Option<Kernels> {
     let has = [
@@ -74,8 +74,18 @@ pub(super) fn kernels() -> Option<Kernels> {
             BlockQ8,
             34
         ),
-        q2_k: scalar::KERNELS.q2_k,
-        q3_k: scalar::KERNELS.q3_k,
+        q2_k: simd_dot!(
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+            q2_k::<true>,
+            BlockQ8K,
+            84
+        ),
+        q3_k: simd_dot!(
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+            q3_k::<true>,
+            BlockQ8K,
+            110
+        ),
         q4_k: simd_dot!(
             "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
             q4_k::<true>,
