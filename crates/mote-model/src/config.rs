@@ -110,6 +110,20 @@ impl ModelConfig {
             )));
         }
 
+        // Widths derived from hostile metadata must not overflow (wasm32 has 32-bit usize).
+        let widths = [
+            n_head.checked_mul(head_dim_k),
+            n_head.checked_mul(head_dim_v),
+            n_head_kv.checked_mul(head_dim_k),
+            n_head_kv.checked_mul(head_dim_v),
+        ];
+        if widths.iter().any(|w| w.is_none()) {
+            return Err(invalid(format!(
+                "{}: head counts times head sizes overflow",
+                spec.name
+            )));
+        }
+
         let rope_base = k.opt_f32("rope.freq_base")?.unwrap_or(10_000.0);
         let rope_scale = rope_scale(&k)?;
         let attn_scale = match spec.attn_scale {
