@@ -95,7 +95,15 @@ impl Frontend for ModelFrontend {
         self.n_ctx_train
     }
     fn tokenize(&self, text: &str) -> Vec<u32> {
-        self.tokenizer.encode(text, true, true)
+        // As `mote_session::Session::tokenize_prompt`: BOS as the vocabulary asks, but not
+        // twice when the text (a chat template's `{{ bos_token }}`) already starts with it.
+        let mut ids = self.tokenizer.encode(text, true, true);
+        if let Some(bos) = self.tokenizer.bos_id() {
+            if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
+                ids.remove(0);
+            }
+        }
+        ids
     }
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
         let messages: Vec<mote_session::ChatMessage> = messages
