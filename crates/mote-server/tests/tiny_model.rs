@@ -2,7 +2,6 @@
 //! streaming and the context check go through the real tokenizer and decoder.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
