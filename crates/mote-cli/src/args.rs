@@ -31,6 +31,10 @@ pub enum Command {
     Chat(ChatArgs),
     /// Show a model file's metadata, tensors, sizes and parameter count.
     Inspect(InspectArgs),
+    /// Measure prompt processing (pp) and generation (tg) speed, like llama-bench.
+    Bench(crate::bench::BenchArgs),
+    /// Serve the model over HTTP: POST /chat, an OpenAI-compatible API and a web chat page.
+    Serve(mote_server::ServeArgs),
 }
 
 /// Which model file to use: positional or -m, defaulting to SmolLM2.

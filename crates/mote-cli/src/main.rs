@@ -1,6 +1,7 @@
 //! `mote`: run, chat with and inspect GGUF models from the command line.
 
 mod args;
+mod bench;
 mod chat;
 mod inspect;
 mod model_path;
@@ -17,6 +18,8 @@ fn main() {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::chat(a),
         Command::Inspect(a) => inspect::inspect(a),
+        Command::Bench(a) => bench::bench(a),
+        Command::Serve(a) => mote_server::run(a).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         // One line: the error and its causes, joined.

@@ -18,6 +18,9 @@ pub type RealSession = Session<ModelRunner, Tokenizer>;
 
 /// Load the model and tokenizer with the context size the flags ask for.
 pub fn load(path: &Path, gen: &GenArgs) -> Result<Loaded> {
+    if gen.threads > 0 {
+        mote_tensor::parallel::set_threads(gen.threads);
+    }
     let opts = mote_model::LoadOptions {
         threads: gen.threads,
     };

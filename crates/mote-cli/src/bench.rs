@@ -1,0 +1,207 @@
+//! `mote bench`: prompt-processing and generation speed, the way llama-bench measures it.
+//!
+//! pp<N>: one batched forward of N prompt tokens on an empty cache.
+//! tg<N>: N single-token forwards after a one-token warm-up.
+//! Each test runs `-r` times after one untimed warm-up run; we report mean ± sd tokens/s,
+//! plus the model's load time and the process's peak resident memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use mote_model::{LoadOptions, Model};
+use serde_json::json;
+
+use crate::model_path;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: crate::args::ModelArg,
+
+    /// Thread counts to test, comma-separated (llama-bench's -t).
+    #[arg(short = 't', long = "threads", value_delimiter = ',', default_values_t = [mote_tensor::parallel::default_threads()])]
+    pub threads: Vec<usize>,
+
+    /// Prompt lengths to test, comma-separated; 0 skips prompt processing.
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_values_t = [512])]
+    pub n_prompt: Vec<usize>,
+
+    /// Generated-token counts to test, comma-separated; 0 skips generation.
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_values_t = [128])]
+    pub n_gen: Vec<usize>,
+
+    /// Timed repetitions per test (after one warm-up).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub repetitions: usize,
+
+    /// Output format: md (table), json (one array), jsonl (one object per line).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
+    pub output: Format,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Md,
+    Json,
+    Jsonl,
+}
+
+struct Row {
+    test: String,
+    threads: usize,
+    samples: Vec<f64>,
+}
+
+impl Row {
+    fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
+    }
+    fn sd(&self) -> f64 {
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.samples.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let path: PathBuf = model_path::resolve(&args.model)?;
+    if args.repetitions == 0 {
+        bail!("-r/--repetitions must be at least 1");
+    }
+    let t0 = Instant::now();
+    let model = Model::load(&path, &LoadOptions::default())
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let vocab = model.config().vocab_size.max(1);
+    let n_ctx_train = model.config().n_ctx_train;
+    let file_bytes = model.gguf().file_len();
+    let params: u64 = model.gguf().tensors().iter().map(|t| t.elements()).sum();
+
+    let mut rows = Vec::new();
+    for &threads in &args.threads {
+        if threads == 0 {
+            bail!("thread counts must be positive");
+        }
+        mote_tensor::parallel::set_threads(threads);
+        for &pp in &args.n_prompt {
+            if pp == 0 {
+                continue;
+            }
+            if pp > n_ctx_train {
+                bail!("-p {pp} exceeds the model's context of {n_ctx_train} tokens");
+            }
+            let prompt = bench_tokens(pp, vocab);
+            let mut samples = Vec::new();
+            for rep in 0..=args.repetitions {
+                let mut cache = model.new_cache(pp);
+                let t = Instant::now();
+                model.forward(&prompt, &mut cache, false)?;
+                if rep > 0 {
+                    samples.push(pp as f64 / t.elapsed().as_secs_f64());
+                }
+            }
+            rows.push(Row {
+                test: format!("pp{pp}"),
+                threads,
+                samples,
+            });
+        }
+        for &tg in &args.n_gen {
+            if tg == 0 {
+                continue;
+            }
+            if tg + 1 > n_ctx_train {
+                bail!("-n {tg} exceeds the model's context of {n_ctx_train} tokens");
+            }
+            let mut samples = Vec::new();
+            for rep in 0..=args.repetitions {
+                let mut cache = model.new_cache(tg + 1);
+                model.forward(&[bench_tokens(1, vocab)[0]], &mut cache, false)?;
+                let t = Instant::now();
+                for i in 0..tg {
+                    model.forward(&[((i * 31 + 7) % vocab) as u32], &mut cache, false)?;
+                }
+                if rep > 0 {
+                    samples.push(tg as f64 / t.elapsed().as_secs_f64());
+                }
+            }
+            rows.push(Row {
+                test: format!("tg{tg}"),
+                threads,
+                samples,
+            });
+        }
+    }
+    let rss_mib = peak_rss_mib();
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kernels = mote_tensor::kernels::Kernels::active().path.name();
+    match args.output {
+        Format::Md => {
+            println!("| model | size | params | kernels | threads | test | t/s |");
+            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+            for r in &rows {
+                println!(
+                    "| {name} | {:.2} MiB | {:.2} M | {kernels} | {} | {} | {:.2} ± {:.2} |",
+                    file_bytes as f64 / (1 << 20) as f64,
+                    params as f64 / 1e6,
+                    r.threads,
+                    r.test,
+                    r.mean(),
+                    r.sd()
+                );
+            }
+            println!();
+            println!(
+                "load {:.0} ms, peak RSS {}",
+                load_s * 1e3,
+                rss_mib.map_or("n/a".into(), |m| format!("{m:.1} MiB"))
+            );
+        }
+        Format::Json | Format::Jsonl => {
+            let objs: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "engine": "mote", "model": name, "model_bytes": file_bytes,
+                        "params": params, "kernels": kernels, "threads": r.threads,
+                        "test": r.test, "tokens_per_s": r.mean(), "tokens_per_s_sd": r.sd(),
+                        "samples": r.samples, "load_s": load_s,
+                    })
+                })
+                .collect();
+            let rss = json!({"engine": "mote", "test": "rss", "peak_rss_mib": rss_mib, "load_s": load_s});
+            if matches!(args.output, Format::Json) {
+                let mut all = objs;
+                all.push(rss);
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                for o in objs.iter().chain(std::iter::once(&rss)) {
+                    println!("{o}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deterministic token ids spread over the vocabulary (same pattern as
+/// bench/llamacpp_bench.py, so both engines see the same input).
+fn bench_tokens(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
+}
+
+/// Peak resident set size (VmHWM) on Linux.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
