@@ -83,70 +83,15 @@ impl Matrix {
         n: usize,
         y: &mut [f32],
     ) -> Result<(), QuantError> {
-        check_f32_len(x.len(), n, self.cols)?;
-        check_f32_len(y.len(), n, self.rows)?;
-        if n == 0 || self.rows == 0 {
-            return Ok(());
-        }
-        match kernels.plan(self.dtype) {
-            Plan::Float(dot) => self.run(pool, dot, x, self.cols, n, y),
-            Plan::Q8(dot) => {
-                let per_row = self.cols / Q8_BLOCK;
-                let mut acts = vec![BlockQ8::default(); n * per_row];
-                for (xb, ab) in x
-                    .chunks_exact(self.cols)
-                    .zip(acts.chunks_exact_mut(per_row.max(1)))
-                {
-                    quantize_q8(xb, ab);
-                }
-                self.run(pool, dot, &acts, per_row, n, y)
-            }
-            Plan::Q8K(dot) => {
-                let per_row = self.cols / QK_K;
-                let mut acts = vec![BlockQ8K::default(); n * per_row];
-                for (xb, ab) in x
-                    .chunks_exact(self.cols)
-                    .zip(acts.chunks_exact_mut(per_row.max(1)))
-                {
-                    quantize_q8k(xb, ab);
-                }
-                self.run(pool, dot, &acts, per_row, n, y)
-            }
-            Plan::Dequantize => return self.matmul_dequantized(pool, x, n, y),
-        }
-        Ok(())
-    }
-
-    /// Splits the output rows into tasks for `pool` and fills `y` with `dot`, where each
-    /// of the `n` activation rows is `per_row` elements of `acts`.
-    fn run<A: Sync>(
-        &self,
-        pool: &Pool,
-        dot: Dot<A>,
-        acts: &[A],
-        per_row: usize,
-        n: usize,
-        y: &mut [f32],
-    ) {
-        let (rows, row_bytes, w) = (self.rows, self.row_bytes(), self.data());
-        let tasks = task_count(pool, rows, self.cols * n);
-        let chunk = rows.div_ceil(tasks).next_multiple_of(ROW_TILE);
-        let mut slots: Vec<Mutex<Vec<&mut [f32]>>> = (0..rows.div_ceil(chunk))
-            .map(|_| Mutex::new(Vec::with_capacity(n)))
-            .collect();
-        for yb in y.chunks_exact_mut(rows) {
-            for (slot, piece) in slots.iter_mut().zip(yb.chunks_mut(chunk)) {
-                slot.get_mut()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(piece);
-            }
-        }
-        pool.run(slots.len(), &|t| {
-            let mut outs = slots[t].lock().unwrap_or_else(|e| e.into_inner());
-            let first = t * chunk;
-            let w = &w[first * row_bytes..];
-            tile(dot, w, row_bytes, acts, per_row, &mut outs);
-        });
+        let mut products = [Product { matrix: self, y }];
+        matmul_many_using(
+            pool,
+            kernels,
+            &mut products,
+            x,
+            n,
+            &mut ActScratch::default(),
+        )
     }
 
     /// The product for types without a kernel: decode each weight row to f32, then dot
@@ -193,6 +138,147 @@ impl Matrix {
             None => Ok(()),
         }
     }
+}
+
+/// One product of a [`matmul_many`] call: `y = matrix · x`.
+pub struct Product<'a> {
+    pub matrix: &'a Matrix,
+    /// `n * matrix.rows` outputs, one row of `matrix.rows` per input vector.
+    pub y: &'a mut [f32],
+}
+
+/// Quantized copies of the activations, kept between calls so that a forward pass does
+/// not allocate them for every product.
+#[derive(Default)]
+pub struct ActScratch {
+    q8: Vec<BlockQ8>,
+    q8k: Vec<BlockQ8K>,
+}
+
+/// Several products of the same inputs `x` (`n` vectors of `cols` values), run as one job
+/// on the global pool: the inputs are quantized once per activation format and the rows
+/// of all matrices are split over the threads together, so Q/K/V (or gate/up) cost one
+/// wake-up and one quantization instead of three.
+pub fn matmul_many(
+    products: &mut [Product],
+    x: &[f32],
+    n: usize,
+    scratch: &mut ActScratch,
+) -> Result<(), QuantError> {
+    matmul_many_using(
+        &parallel::global(),
+        Kernels::active(),
+        products,
+        x,
+        n,
+        scratch,
+    )
+}
+
+/// One task of a fused product: rows `first..` of product `product`, for every input.
+struct Task<'a> {
+    product: usize,
+    first: usize,
+    outs: Mutex<Vec<&'a mut [f32]>>,
+}
+
+/// [`matmul_many`] on a given pool with a given kernel table.
+pub fn matmul_many_using(
+    pool: &Pool,
+    kernels: &Kernels,
+    products: &mut [Product],
+    x: &[f32],
+    n: usize,
+    scratch: &mut ActScratch,
+) -> Result<(), QuantError> {
+    let Some(cols) = products.first().map(|p| p.matrix.cols) else {
+        return Ok(());
+    };
+    for p in products.iter() {
+        if p.matrix.cols != cols {
+            return Err(QuantError::SizeMismatch {
+                dtype: p.matrix.dtype,
+                values: p.matrix.cols,
+                expected: cols,
+                got: p.matrix.cols,
+            });
+        }
+        check_f32_len(x.len(), n, cols)?;
+        check_f32_len(p.y.len(), n, p.matrix.rows)?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let matrices: Vec<&Matrix> = products.iter().map(|p| p.matrix).collect();
+    let plans: Vec<Plan> = matrices.iter().map(|m| kernels.plan(m.dtype)).collect();
+    // Quantize the inputs once for every format some product needs.
+    let (q8_row, q8k_row) = ((cols / Q8_BLOCK).max(1), (cols / QK_K).max(1));
+    if plans.iter().any(|p| matches!(p, Plan::Q8(_))) {
+        scratch.q8.resize(n * q8_row, BlockQ8::default());
+        for (xb, ab) in x
+            .chunks_exact(cols)
+            .zip(scratch.q8.chunks_exact_mut(q8_row))
+        {
+            quantize_q8(xb, ab);
+        }
+    }
+    if plans.iter().any(|p| matches!(p, Plan::Q8K(_))) {
+        scratch.q8k.resize(n * q8k_row, BlockQ8K::default());
+        for (xb, ab) in x
+            .chunks_exact(cols)
+            .zip(scratch.q8k.chunks_exact_mut(q8k_row))
+        {
+            quantize_q8k(xb, ab);
+        }
+    }
+
+    // Split every product's rows in proportion to its share of all rows.
+    let total_rows: usize = products.iter().map(|p| p.matrix.rows).sum();
+    let tasks_wanted = task_count(pool, total_rows, cols * n);
+    let mut tasks: Vec<Task> = Vec::with_capacity(tasks_wanted + products.len());
+    for (i, (p, plan)) in products.iter_mut().zip(&plans).enumerate() {
+        let rows = p.matrix.rows;
+        if rows == 0 {
+            continue;
+        }
+        if matches!(plan, Plan::Dequantize) {
+            p.matrix.matmul_dequantized(pool, x, n, p.y)?;
+            continue;
+        }
+        let share = (tasks_wanted * rows).div_ceil(total_rows).max(1);
+        let chunk = rows.div_ceil(share).next_multiple_of(ROW_TILE);
+        let base = tasks.len();
+        for t in 0..rows.div_ceil(chunk) {
+            tasks.push(Task {
+                product: i,
+                first: t * chunk,
+                outs: Mutex::new(Vec::with_capacity(n)),
+            });
+        }
+        for yb in p.y.chunks_exact_mut(rows) {
+            for (task, piece) in tasks[base..].iter_mut().zip(yb.chunks_mut(chunk)) {
+                task.outs
+                    .get_mut()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(piece);
+            }
+        }
+    }
+    let (q8, q8k) = (&scratch.q8[..], &scratch.q8k[..]);
+    pool.run(tasks.len(), &|t| {
+        let task = &tasks[t];
+        let mut outs = task.outs.lock().unwrap_or_else(|e| e.into_inner());
+        let m = matrices[task.product];
+        let row_bytes = m.row_bytes();
+        let w = &m.data()[task.first * row_bytes..];
+        match plans[task.product] {
+            Plan::Float(dot) => tile(dot, w, row_bytes, x, cols, &mut outs),
+            Plan::Q8(dot) => tile(dot, w, row_bytes, q8, q8_row, &mut outs),
+            Plan::Q8K(dot) => tile(dot, w, row_bytes, q8k, q8k_row, &mut outs),
+            Plan::Dequantize => {}
+        }
+    });
+    Ok(())
 }
 
 /// Output rows per tile: the weights of this many rows are reused for every activation
@@ -280,4 +366,69 @@ fn check_f32_len(got: usize, n: usize, len: usize) -> Result<(), QuantError> {
         expected: values.map_or(usize::MAX, |v| v.saturating_mul(4)),
         got: got.saturating_mul(4),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Q8_0 matrix with pseudo-random blocks.
+    fn q8_0(rows: usize, cols: usize, seed: u32) -> Matrix {
+        let mut bytes = Vec::new();
+        let mut s = seed;
+        for _ in 0..rows * cols / 32 {
+            bytes.extend_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            for _ in 0..32 {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                bytes.push((s >> 24) as u8 & 0x7f);
+            }
+        }
+        Matrix::new(DType::Q8_0, rows, cols, Bytes::from_vec(bytes)).unwrap()
+    }
+
+    fn f32m(rows: usize, cols: usize) -> Matrix {
+        let bytes = (0..rows * cols)
+            .flat_map(|i| ((i % 13) as f32 * 0.1 - 0.6).to_le_bytes())
+            .collect();
+        Matrix::new(DType::F32, rows, cols, Bytes::from_vec(bytes)).unwrap()
+    }
+
+    #[test]
+    fn fused_products_equal_separate_ones() {
+        let (cols, n) = (64, 5);
+        let x: Vec<f32> = (0..n * cols).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mats = [q8_0(96, cols, 1), f32m(40, cols), q8_0(33, cols, 2)];
+        for threads in [1, 3] {
+            let pool = Pool::new(threads);
+            let mut fused: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; n * m.rows]).collect();
+            let mut products: Vec<Product> = mats
+                .iter()
+                .zip(fused.iter_mut())
+                .map(|(matrix, y)| Product { matrix, y })
+                .collect();
+            let mut scratch = ActScratch::default();
+            matmul_many_using(&pool, Kernels::active(), &mut products, &x, n, &mut scratch)
+                .unwrap();
+            for (m, y) in mats.iter().zip(&fused) {
+                let mut alone = vec![0.0; n * m.rows];
+                m.matmul_with(&pool, &x, n, &mut alone).unwrap();
+                assert_eq!(&alone, y);
+            }
+        }
+        // Different input widths are refused.
+        let other = f32m(4, 32);
+        let mut a = vec![0.0; 96];
+        let mut b = vec![0.0; 4];
+        let mut bad = [
+            Product {
+                matrix: &mats[0],
+                y: &mut a,
+            },
+            Product {
+                matrix: &other,
+                y: &mut b,
+            },
+        ];
+        assert!(matmul_many(&mut bad, &x[..cols], 1, &mut ActScratch::default()).is_err());
+    }
 }
