@@ -179,9 +179,9 @@ pub struct QuantizeArgs {
     /// Plan and print the table without writing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// List every tensor.
-    #[arg(short, long)]
-    pub verbose: bool,
+    /// List every tensor as it is written.
+    #[arg(long = "show-tensors")]
+    pub show_tensors: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -242,7 +242,7 @@ pub fn run_quantize(args: &QuantizeArgs) -> Result<()> {
             pb.set_length(total);
             pb.set_position(done);
             pb.set_message(t.name.clone());
-            if args.verbose {
+            if args.show_tensors {
                 pb.println(format!(
                     "{:<40} {:>18} {:>6} -> {:<6} {:>9.3} MiB",
                     t.name,
