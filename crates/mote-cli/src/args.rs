@@ -35,6 +35,11 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Serve the model over HTTP: POST /chat, an OpenAI-compatible API and a web chat page.
     Serve(mote_server::ServeArgs),
+    /// Perplexity on a text file (llama-perplexity's method); KL divergence against a
+    /// reference run with --kl-base.
+    Perplexity(mote_compress::cli::PerplexityArgs),
+    /// Quantize a GGUF model (F16, Q8_0, Q4_0, ..., Q4_K_M and the other presets).
+    Quantize(mote_compress::cli::QuantizeArgs),
 }
 
 /// Which model file to use: positional or -m, defaulting to SmolLM2.

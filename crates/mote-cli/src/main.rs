@@ -20,6 +20,10 @@ fn main() {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Bench(a) => bench::bench(a),
         Command::Serve(a) => mote_server::run(a).map_err(anyhow::Error::from),
+        Command::Perplexity(a) => {
+            mote_compress::cli::run_perplexity(&a).map_err(anyhow::Error::from)
+        }
+        Command::Quantize(a) => mote_compress::cli::run_quantize(&a).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         // One line: the error and its causes, joined.
