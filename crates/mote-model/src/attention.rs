@@ -1,8 +1,27 @@
 //! Causal multi-head attention over the cache, with grouped K/V heads and an optional
 //! sliding window.
 //!
-//! Memory beyond the inputs is one row of scores (one query against the keys it sees);
-//! nothing quadratic in the sequence length is ever materialised.
+//! Queries are taken in blocks of [`QUERY_BLOCK`] tokens and keys in blocks of
+//! [`KEY_BLOCK`] positions, with an online softmax (running maximum and sum per query),
+//! so memory is a few small tiles whatever the sequence length. All query heads that
+//! share a K/V head are processed together, four at a time through the `four` form of
+//! the `mote-tensor` dot kernels: each key (and value) row is read once for four
+//! queries. Query blocks of all sequences in a batch are spread over the thread pool.
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+use mote_tensor::kernels::{quantize_q8, BlockQ8, Dot, Kernels, Q8_BLOCK};
+use mote_tensor::{parallel, quant, DType};
+
+use crate::cache::{KvCache, KvPrecision, LayerKv};
+
+/// Tokens per query block (one task on the pool).
+const QUERY_BLOCK: usize = 16;
+/// Positions per key block.
+const KEY_BLOCK: usize = 64;
+/// Below this many query·key products a batch's attention runs on the calling thread.
+const PARALLEL_MIN_PAIRS: usize = 32 * 1024;
 
 /// Shapes and settings shared by all queries of one layer.
 pub struct AttnParams {
@@ -13,135 +32,412 @@ pub struct AttnParams {
     pub scale: f32,
     /// `Some(w)`: a query at position `p` sees keys at `p-w+1..=p`.
     pub window: Option<usize>,
-    /// Round queries and attention weights to f16 before their products (llama.cpp's
-    /// arithmetic with an F16 cache).
-    pub f16_inputs: bool,
 }
 
-fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
+/// The attention of one sequence's new tokens in one layer.
+pub struct SeqAttn<'a> {
+    /// `n * n_head * head_dim_k` roped queries.
+    pub q: &'a [f32],
+    /// The sequence's cache, already holding the new tokens' keys and values.
+    pub cache: &'a KvCache,
+    pub layer: usize,
+    /// Position of the first new token.
+    pub start: usize,
+    pub n: usize,
+    /// `n * n_head * head_dim_v` outputs.
+    pub out: &'a mut [f32],
 }
 
-/// Computes attention for `n` queries at positions `start..start+n`.
-///
-/// `q`: `n * n_head * head_dim_k`; `k`/`v`: the layer cache, position-major, holding at
-/// least `start + n` positions; `out`: `n * n_head * head_dim_v`.
-pub fn attend(
-    p: &AttnParams,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+/// What a task reads of one sequence (copied out of [`SeqAttn`] so that its output
+/// can be lent to the tasks separately).
+#[derive(Clone, Copy)]
+struct SeqView<'a> {
+    q: &'a [f32],
+    cache: &'a KvCache,
+    layer: usize,
     start: usize,
-    n: usize,
+}
+
+/// One task: tokens `t0..t1` of sequence `seq`, writing into `out`.
+struct Task<'a> {
+    seq: usize,
+    t0: usize,
+    t1: usize,
+    out: Mutex<&'a mut [f32]>,
+}
+
+/// Computes attention for every sequence in `seqs`.
+pub fn attend(p: &AttnParams, seqs: &mut [SeqAttn]) {
+    let hv = p.n_head * p.head_dim_v;
+    let mut views = Vec::with_capacity(seqs.len());
+    let mut tasks = Vec::new();
+    let mut pairs = 0usize;
+    for (i, s) in seqs.iter_mut().enumerate() {
+        pairs += s.n * (s.start + s.n) * p.n_head;
+        views.push(SeqView {
+            q: s.q,
+            cache: s.cache,
+            layer: s.layer,
+            start: s.start,
+        });
+        for (b, out) in s.out.chunks_mut(QUERY_BLOCK * hv).enumerate() {
+            let t0 = b * QUERY_BLOCK;
+            tasks.push(Task {
+                seq: i,
+                t0,
+                t1: t0 + out.len() / hv,
+                out: Mutex::new(out),
+            });
+        }
+    }
+    // Later query blocks see more keys: start them first so they do not finish last.
+    tasks.sort_by_key(|t| std::cmp::Reverse(views[t.seq].start + t.t1));
+    let kernels = Kernels::active();
+    let run = |i: usize| {
+        let task = &tasks[i];
+        let mut out = task.out.lock().unwrap_or_else(|e| e.into_inner());
+        SCRATCH.with(|sc| {
+            let mut sc = sc.borrow_mut();
+            attend_block(
+                p,
+                kernels,
+                &views[task.seq],
+                task.t0,
+                task.t1,
+                &mut out,
+                &mut sc,
+            );
+        });
+    };
+    if tasks.len() > 1 && pairs >= PARALLEL_MIN_PAIRS {
+        parallel::global().run(tasks.len(), &run);
+    } else {
+        (0..tasks.len()).for_each(run);
+    }
+}
+
+/// Per-thread buffers, kept so that attention does not allocate per call.
+#[derive(Default)]
+struct Scratch {
+    /// Query rows of one K/V head group (rounded to f16 for an F16 cache).
+    q: Vec<f32>,
+    q8: Vec<BlockQ8>,
+    /// Scores, then attention weights: one `KEY_BLOCK` row per query row.
+    s: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    acc: Vec<f32>,
+    /// Decoded value rows (position-major Q8_0 values only).
+    v: Vec<f32>,
+    half: Vec<half::f16>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Rounds `x` to f16 precision in place (llama.cpp converts queries and attention
+/// weights to the cache's f16 before multiplying them with keys and values).
+fn round_to_f16(x: &mut [f32], tmp: &mut Vec<half::f16>) {
+    use half::slice::HalfFloatSliceExt;
+    tmp.resize(x.len(), half::f16::ZERO);
+    tmp.convert_from_f32_slice(x);
+    tmp.convert_to_f32_slice(x);
+}
+
+/// Applies `dot` to one weight row and the activation rows `acts(r)` for `r in 0..rows`,
+/// four at a time, passing each result to `emit(r, value)`.
+fn dot_rows<'a, A: 'static>(
+    dot: Dot<A>,
+    w: &[u8],
+    rows: usize,
+    acts: impl Fn(usize) -> &'a [A],
+    mut emit: impl FnMut(usize, f32),
+) {
+    let mut r = 0;
+    while r + 4 <= rows {
+        let v = (dot.four)(w, [acts(r), acts(r + 1), acts(r + 2), acts(r + 3)]);
+        for (i, x) in v.into_iter().enumerate() {
+            emit(r + i, x);
+        }
+        r += 4;
+    }
+    for r in r..rows {
+        emit(r, (dot.one)(w, acts(r)));
+    }
+}
+
+/// Attention of tokens `t0..t1` of `s`, all heads; `out` holds their
+/// `(t1 - t0) * n_head * head_dim_v` outputs.
+fn attend_block(
+    p: &AttnParams,
+    kernels: &Kernels,
+    s: &SeqView,
+    t0: usize,
+    t1: usize,
     out: &mut [f32],
+    sc: &mut Scratch,
 ) {
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
-    let k_width = p.n_head_kv * dk;
-    let v_width = p.n_head_kv * dv;
     let group = p.n_head / p.n_head_kv;
-    let mut scores = Vec::with_capacity(start + n);
-    let mut q_round = vec![0f32; dk];
+    let rows = (t1 - t0) * group;
+    let cache = s.cache;
+    let layer: &LayerKv = &cache.layers[s.layer];
+    let (k_type, v_type) = cache.precisions();
+    let k_rb = cache.k_row_bytes();
+    let first_key = |pos: usize| p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    // Keys this block can see: from the first query's window start to the last query.
+    let (lo, hi) = (first_key(s.start + t0), s.start + t1);
 
-    for t in 0..n {
-        let pos = start + t;
-        let first = match p.window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        };
-        for h in 0..p.n_head {
-            let kv = h / group;
-            let mut qh = &q[(t * p.n_head + h) * dk..][..dk];
-            if p.f16_inputs {
-                for (r, &v) in q_round.iter_mut().zip(qh) {
-                    *r = round_f16(v);
+    sc.q.resize(rows * dk, 0.0);
+    sc.s.resize(rows * KEY_BLOCK, 0.0);
+    sc.max.resize(rows, 0.0);
+    sc.sum.resize(rows, 0.0);
+    sc.acc.resize(rows * dv, 0.0);
+    for g in 0..p.n_head_kv {
+        // Query rows r = (token, head within the group), token-major.
+        for (r, qr) in sc.q.chunks_exact_mut(dk).enumerate() {
+            let (t, j) = (t0 + r / group, r % group);
+            let h = g * group + j;
+            qr.copy_from_slice(&s.q[(t * p.n_head + h) * dk..][..dk]);
+        }
+        if k_type == KvPrecision::F16 {
+            round_to_f16(&mut sc.q, &mut sc.half);
+        }
+        if k_type == KvPrecision::Q8_0 {
+            let per = dk / Q8_BLOCK;
+            sc.q8.resize(rows * per, BlockQ8::default());
+            for (qr, blocks) in sc.q.chunks_exact(dk).zip(sc.q8.chunks_exact_mut(per)) {
+                quantize_q8(qr, blocks);
+            }
+        }
+        sc.max.fill(f32::NEG_INFINITY);
+        sc.sum.fill(0.0);
+        sc.acc.fill(0.0);
+
+        for kb in (lo..hi).step_by(KEY_BLOCK) {
+            let ke = (kb + KEY_BLOCK).min(hi);
+            let nb = ke - kb;
+            // Scores: one key row against every query row of the group.
+            for j in kb..ke {
+                let krow = &layer.k[(j * p.n_head_kv + g) * k_rb..][..k_rb];
+                let s_out = &mut sc.s;
+                let emit = |r: usize, x: f32| s_out[r * KEY_BLOCK + (j - kb)] = x;
+                match k_type {
+                    KvPrecision::Q8_0 => {
+                        let per = dk / Q8_BLOCK;
+                        let q8 = &sc.q8;
+                        dot_rows(kernels.q8_0, krow, rows, |r| &q8[r * per..][..per], emit);
+                    }
+                    KvPrecision::F16 | KvPrecision::F32 => {
+                        let dot = if k_type == KvPrecision::F16 {
+                            kernels.f16
+                        } else {
+                            kernels.f32
+                        };
+                        let q = &sc.q;
+                        dot_rows(dot, krow, rows, |r| &q[r * dk..][..dk], emit);
+                    }
                 }
-                qh = &q_round;
             }
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in first..=pos {
-                let kj = &k[j * k_width + kv * dk..][..dk];
-                let s = dot(qh, kj) * p.scale;
-                max = max.max(s);
-                scores.push(s);
-            }
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            for s in scores.iter_mut() {
-                *s *= inv;
-                if p.f16_inputs {
-                    *s = round_f16(*s);
+            // Online softmax: rescale what was accumulated if the maximum grew.
+            for r in 0..rows {
+                let pos = s.start + t0 + r / group;
+                let (a, b) = (first_key(pos).max(kb), (pos + 1).min(ke));
+                let srow = &mut sc.s[r * KEY_BLOCK..][..nb];
+                if a >= b {
+                    srow.fill(0.0);
+                    continue;
                 }
+                let (a, b) = (a - kb, b - kb);
+                let block_max = srow[a..b]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &x| m.max(x * p.scale));
+                let new_max = sc.max[r].max(block_max);
+                let c = (sc.max[r] - new_max).exp();
+                if c != 1.0 {
+                    sc.sum[r] *= c;
+                    sc.acc[r * dv..][..dv].iter_mut().for_each(|x| *x *= c);
+                }
+                sc.max[r] = new_max;
+                let mut sum = 0.0;
+                for (i, x) in srow.iter_mut().enumerate() {
+                    *x = if (a..b).contains(&i) {
+                        (*x * p.scale - new_max).exp()
+                    } else {
+                        0.0
+                    };
+                    sum += *x;
+                }
+                sc.sum[r] += sum;
             }
-            let oh = &mut out[(t * p.n_head + h) * dv..][..dv];
-            oh.fill(0.0);
-            for (j, &w) in (first..=pos).zip(scores.iter()) {
-                let vj = &v[j * v_width + kv * dv..][..dv];
-                for (o, &x) in oh.iter_mut().zip(vj) {
-                    *o += w * x;
+            if v_type == KvPrecision::F16 {
+                round_to_f16(&mut sc.s[..rows * KEY_BLOCK], &mut sc.half);
+            }
+            // Weighted values.
+            if cache.v_transposed() {
+                let dot = if v_type == KvPrecision::F16 {
+                    kernels.f16
+                } else {
+                    kernels.f32
+                };
+                let eb = v_type.dtype().block_bytes();
+                let row = layer.v_slots * eb;
+                let weights = &sc.s;
+                let acc = &mut sc.acc;
+                for d in 0..dv {
+                    let vrow = &layer.v[(g * dv + d) * row + kb * eb..][..nb * eb];
+                    dot_rows(
+                        dot,
+                        vrow,
+                        rows,
+                        |r| &weights[r * KEY_BLOCK..][..nb],
+                        |r, x| acc[r * dv + d] += x,
+                    );
+                }
+            } else {
+                let v_rb = cache.v_row_bytes();
+                sc.v.resize(nb * dv, 0.0);
+                for (j, vr) in (kb..ke).zip(sc.v.chunks_exact_mut(dv)) {
+                    let bytes = &layer.v[(j * p.n_head_kv + g) * v_rb..][..v_rb];
+                    // Cannot fail: the row length matches the type by construction.
+                    let _ = quant::dequantize_row(DType::Q8_0, bytes, vr);
+                }
+                for r in 0..rows {
+                    let acc = &mut sc.acc[r * dv..][..dv];
+                    for (&w, vr) in sc.s[r * KEY_BLOCK..][..nb]
+                        .iter()
+                        .zip(sc.v.chunks_exact(dv))
+                    {
+                        if w != 0.0 {
+                            acc.iter_mut().zip(vr).for_each(|(a, &x)| *a += w * x);
+                        }
+                    }
                 }
             }
         }
-    }
-}
-
-/// Dot product with eight independent accumulators, so the compiler can vectorise it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, ar) = a.split_at(a.len() / 8 * 8);
-    let (bc, br) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        for r in 0..rows {
+            let (t, j) = (r / group, r % group);
+            let h = g * group + j;
+            let inv = if sc.sum[r] > 0.0 {
+                1.0 / sc.sum[r]
+            } else {
+                0.0
+            };
+            let o = &mut out[(t * p.n_head + h) * dv..][..dv];
+            for (o, &a) in o.iter_mut().zip(&sc.acc[r * dv..][..dv]) {
+                *o = a * inv;
+            }
         }
     }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(window: Option<usize>) -> AttnParams {
-        AttnParams {
-            n_head: 2,
-            n_head_kv: 1,
-            head_dim_k: 2,
-            head_dim_v: 1,
-            scale: 1.0,
-            window,
-            f16_inputs: false,
+    /// Plain softmax attention, in f64, straight from the definition.
+    fn reference(
+        p: &AttnParams,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        start: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let (dk, dv, kvh) = (p.head_dim_k, p.head_dim_v, p.n_head_kv);
+        let group = p.n_head / kvh;
+        let mut out = vec![0f32; n * p.n_head * dv];
+        for t in 0..n {
+            let pos = start + t;
+            let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            for h in 0..p.n_head {
+                let g = h / group;
+                let qh = &q[(t * p.n_head + h) * dk..][..dk];
+                let scores: Vec<f64> = (first..=pos)
+                    .map(|j| {
+                        let kj = &k[(j * kvh + g) * dk..][..dk];
+                        qh.iter().zip(kj).map(|(a, b)| (a * b) as f64).sum::<f64>() * p.scale as f64
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = w.iter().sum();
+                for d in 0..dv {
+                    let x: f64 = (first..=pos)
+                        .zip(&w)
+                        .map(|(j, w)| w * v[(j * kvh + g) * dv + d] as f64)
+                        .sum();
+                    out[(t * p.n_head + h) * dv + d] = (x / total) as f32;
+                }
+            }
         }
+        out
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
     }
 
     #[test]
-    fn first_token_copies_its_value_and_window_limits() {
-        // Three positions, one K/V head shared by two query heads.
-        let k = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        let v = [10.0, 20.0, 30.0];
-        let q = [0.0, 0.0, 5.0, 5.0];
-        let mut out = [0.0; 2];
-        attend(&params(None), &q, &k, &v, 0, 1, &mut out);
-        assert_eq!(out, [10.0, 10.0]);
-        // At position 2 with a window of 1 only the last value is visible.
-        attend(&params(Some(1)), &q, &k, &v, 2, 1, &mut out);
-        assert_eq!(out, [30.0, 30.0]);
-        // Uniform weights without a window: the mean.
-        attend(&params(None), &q, &k, &v, 2, 1, &mut out);
-        assert!((out[0] - 20.0).abs() < 1e-5);
-        assert!(out[1] > 20.0);
-    }
-
-    #[test]
-    fn dot_matches_naive() {
-        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - naive).abs() < 1e-4);
+    fn matches_reference_for_every_precision_window_and_split() {
+        let (n_head, kvh, dk, dv) = (6, 2, 64, 32);
+        for window in [None, Some(5), Some(70)] {
+            let p = AttnParams {
+                n_head,
+                n_head_kv: kvh,
+                head_dim_k: dk,
+                head_dim_v: dv,
+                scale: 0.3,
+                window,
+            };
+            let total = 150;
+            let q = values(total * n_head * dk, 1);
+            let k = values(total * kvh * dk, 2);
+            let v = values(total * kvh * dv, 3);
+            let want = reference(&p, &q, &k, &v, 0, total);
+            for (prec, tol) in [
+                (KvPrecision::F32, 1e-5),
+                (KvPrecision::F16, 4e-3),
+                (KvPrecision::Q8_0, 3e-2),
+            ] {
+                // All at once, then the rest one token at a time after a prefix.
+                for split in [total, 37] {
+                    let mut cache = KvCache::new(1, kvh, (dk, dv), total, (prec, prec));
+                    let mut got = vec![0f32; total * n_head * dv];
+                    let mut at = 0;
+                    while at < total {
+                        let n = if at == 0 { split } else { 1 };
+                        let (kw, vw) = (kvh * dk, kvh * dv);
+                        cache.write(0, &k[at * kw..(at + n) * kw], &v[at * vw..(at + n) * vw], n);
+                        let hq = n_head * dk;
+                        let ho = n_head * dv;
+                        let mut seqs = [SeqAttn {
+                            q: &q[at * hq..(at + n) * hq],
+                            cache: &cache,
+                            layer: 0,
+                            start: at,
+                            n,
+                            out: &mut got[at * ho..(at + n) * ho],
+                        }];
+                        attend(&p, &mut seqs);
+                        cache.commit(n);
+                        at += n;
+                    }
+                    let err = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(err < tol, "{prec} window {window:?} split {split}: {err}");
+                }
+            }
+        }
     }
 }

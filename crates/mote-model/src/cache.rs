@@ -1,23 +1,94 @@
 //! Keys and values of the positions processed so far, for one sequence.
+//!
+//! Storage is in the cache's element type (F16 by default, as llama.cpp's default cache),
+//! laid out so that attention can use the matrix kernels of `mote-tensor` directly:
+//! - keys are position-major: position `p` holds one row of `head_dim_k` values per
+//!   key/value head, so a score is a kernel dot of a key row with a query;
+//! - values are transposed for F32/F16 (`[kv head][dim][position]`), so the weighted sum
+//!   of values is a kernel dot of a value row with a row of attention weights. Q8_0
+//!   values are stored position-major instead (a 32-value block cannot straddle positions
+//!   that arrive one at a time) and summed by decoding them to f32.
 
-/// One layer's cache, position-major: position `p` holds `width` values (all key/value
-/// heads of that position, head after head).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct LayerKv {
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-}
+use std::fmt;
+use std::str::FromStr;
+
+use mote_tensor::kernels::{quantize_q8, BlockQ8, Q8_BLOCK};
+use mote_tensor::DType;
 
 /// How keys and values are held.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum KvPrecision {
-    /// Full f32.
+    /// Half precision: half the memory of F32, and the arithmetic llama.cpp uses with its
+    /// default cache (queries and attention weights are rounded to f16 before their
+    /// products with keys and values).
     #[default]
-    F32,
-    /// Values rounded to f16, and attention products taken at f16 inputs, as llama.cpp
-    /// does with its default F16 cache. (Storage is still f32 for now; the rounding is
-    /// what makes results line up with llama.cpp.)
     F16,
+    /// Full f32.
+    F32,
+    /// 8-bit blocks of 32 values with an f16 scale (ggml's Q8_0): a quarter of F32.
+    /// Needs head sizes that are multiples of 32; other models fall back to F16.
+    Q8_0,
+}
+
+impl KvPrecision {
+    pub const ALL: [KvPrecision; 3] = [KvPrecision::F16, KvPrecision::F32, KvPrecision::Q8_0];
+
+    /// The name llama.cpp's `--cache-type-k/-v` flags use.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvPrecision::F16 => "f16",
+            KvPrecision::F32 => "f32",
+            KvPrecision::Q8_0 => "q8_0",
+        }
+    }
+
+    /// The element type of the stored rows.
+    pub fn dtype(self) -> DType {
+        match self {
+            KvPrecision::F16 => DType::F16,
+            KvPrecision::F32 => DType::F32,
+            KvPrecision::Q8_0 => DType::Q8_0,
+        }
+    }
+
+    /// Bytes of `values` values (a multiple of 32 for Q8_0).
+    fn bytes_for(self, values: usize) -> usize {
+        let dt = self.dtype();
+        values / dt.block_len() * dt.block_bytes()
+    }
+}
+
+impl fmt::Display for KvPrecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown cache type name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown KV cache type {0:?} (choose from f16, f32, q8_0)")]
+pub struct UnknownKvPrecision(pub String);
+
+impl FromStr for KvPrecision {
+    type Err = UnknownKvPrecision;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KvPrecision::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownKvPrecision(s.to_string()))
+    }
+}
+
+/// One layer's keys and values.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LayerKv {
+    /// Position-major key rows.
+    pub k: Vec<u8>,
+    /// Values: transposed rows of `v_slots` positions (F32/F16), or position-major rows
+    /// (Q8_0).
+    pub v: Vec<u8>,
+    /// Positions each transposed value row has room for.
+    pub v_slots: usize,
 }
 
 /// Keys and values of the positions processed so far, for one sequence.
@@ -26,10 +97,12 @@ pub enum KvPrecision {
 #[derive(Clone, Debug)]
 pub struct KvCache {
     pub(crate) layers: Vec<LayerKv>,
-    /// Values per position in each layer's K and V.
-    pub(crate) k_width: usize,
-    pub(crate) v_width: usize,
-    pub(crate) precision: KvPrecision,
+    pub(crate) n_head_kv: usize,
+    pub(crate) head_dim_k: usize,
+    pub(crate) head_dim_v: usize,
+    /// Key and value precision (they may differ, as llama.cpp's `-ctk`/`-ctv`).
+    pub(crate) k_type: KvPrecision,
+    pub(crate) v_type: KvPrecision,
     len: usize,
     capacity: usize,
 }
@@ -37,16 +110,23 @@ pub struct KvCache {
 impl KvCache {
     pub(crate) fn new(
         n_layer: usize,
-        k_width: usize,
-        v_width: usize,
+        n_head_kv: usize,
+        head_dims: (usize, usize),
         capacity: usize,
-        precision: KvPrecision,
+        types: (KvPrecision, KvPrecision),
     ) -> KvCache {
+        let (head_dim_k, head_dim_v) = head_dims;
+        let fits = |p: KvPrecision, dim: usize| match p {
+            KvPrecision::Q8_0 if !dim.is_multiple_of(Q8_BLOCK) => KvPrecision::F16,
+            p => p,
+        };
         KvCache {
             layers: vec![LayerKv::default(); n_layer],
-            k_width,
-            v_width,
-            precision,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            k_type: fits(types.0, head_dim_k),
+            v_type: fits(types.1, head_dim_v),
             len: 0,
             capacity,
         }
@@ -65,8 +145,19 @@ impl KvCache {
         self.capacity
     }
 
+    /// The key precision (kept for callers that set one precision for both).
     pub fn precision(&self) -> KvPrecision {
-        self.precision
+        self.k_type
+    }
+
+    /// Key and value precisions.
+    pub fn precisions(&self) -> (KvPrecision, KvPrecision) {
+        (self.k_type, self.v_type)
+    }
+
+    /// Bytes of keys and values held now (all layers).
+    pub fn memory_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.k.len() + l.v.len()).sum()
     }
 
     /// Forget positions `n..` (to re-use a shared prompt prefix, or to reset with 0).
@@ -75,17 +166,102 @@ impl KvCache {
         self.shrink_layers();
     }
 
-    /// Marks `n` more positions as filled (their K/V were appended to every layer).
+    /// Marks `n` more positions as filled (their K/V were written to every layer).
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
     }
 
+    /// Bytes of one key row (one head of one position).
+    pub(crate) fn k_row_bytes(&self) -> usize {
+        self.k_type.bytes_for(self.head_dim_k)
+    }
+
+    /// Bytes of one position-major value row (Q8_0 values only).
+    pub(crate) fn v_row_bytes(&self) -> usize {
+        self.v_type.bytes_for(self.head_dim_v)
+    }
+
+    /// Whether values are stored transposed (F32/F16) rather than position-major.
+    pub(crate) fn v_transposed(&self) -> bool {
+        self.v_type != KvPrecision::Q8_0
+    }
+
     /// Drops K/V written past `len` (after a failed forward call, or a truncate).
+    /// Transposed values need nothing: slots past `len` are simply overwritten later.
     pub(crate) fn shrink_layers(&mut self) {
-        let (kl, vl) = (self.len * self.k_width, self.len * self.v_width);
+        let kl = self.len * self.n_head_kv * self.k_row_bytes();
+        let vl = self.len * self.n_head_kv * self.v_row_bytes();
+        let transposed = self.v_transposed();
         for layer in &mut self.layers {
             layer.k.truncate(kl);
-            layer.v.truncate(vl);
+            if !transposed {
+                layer.v.truncate(vl);
+            }
+        }
+    }
+
+    /// Appends the keys and values of `n` positions starting at `len()` to layer `il`:
+    /// `k` is `n * n_head_kv * head_dim_k` values, `v` likewise with `head_dim_v`.
+    pub(crate) fn write(&mut self, il: usize, k: &[f32], v: &[f32], n: usize) {
+        let start = self.len;
+        let (k_type, v_type, transposed) = (self.k_type, self.v_type, self.v_transposed());
+        let v_width = self.n_head_kv * self.head_dim_v;
+        let capacity = self.capacity;
+        let layer = &mut self.layers[il];
+        append_encoded(&mut layer.k, k_type, k);
+        if !transposed {
+            append_encoded(&mut layer.v, v_type, v);
+            return;
+        }
+        let eb = v_type.bytes_for(1);
+        if start + n > layer.v_slots {
+            // Grow by doubling (bounded by the capacity) so that appending one position
+            // at a time stays linear overall, and memory follows the positions used.
+            let slots = (start + n)
+                .max(2 * layer.v_slots)
+                .max(32)
+                .min(capacity.max(start + n));
+            let mut grown = vec![0u8; v_width * slots * eb];
+            if layer.v_slots > 0 {
+                for (new_row, old_row) in grown
+                    .chunks_exact_mut(slots * eb)
+                    .zip(layer.v.chunks_exact(layer.v_slots * eb))
+                {
+                    new_row[..start * eb].copy_from_slice(&old_row[..start * eb]);
+                }
+            }
+            layer.v = grown;
+            layer.v_slots = slots;
+        }
+        let row = layer.v_slots * eb;
+        for (t, vt) in v.chunks_exact(v_width).take(n).enumerate() {
+            let at = (start + t) * eb;
+            for (c, &x) in vt.iter().enumerate() {
+                let dst = &mut layer.v[c * row + at..c * row + at + eb];
+                match v_type {
+                    KvPrecision::F32 => dst.copy_from_slice(&x.to_le_bytes()),
+                    _ => dst.copy_from_slice(&half::f16::from_f32(x).to_le_bytes()),
+                }
+            }
+        }
+    }
+}
+
+/// Appends `x` to `out` encoded as `p` (`x.len()` a multiple of 32 for Q8_0).
+fn append_encoded(out: &mut Vec<u8>, p: KvPrecision, x: &[f32]) {
+    out.reserve(p.bytes_for(x.len()));
+    match p {
+        KvPrecision::F32 => out.extend(x.iter().flat_map(|v| v.to_le_bytes())),
+        KvPrecision::F16 => {
+            out.extend(x.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()))
+        }
+        KvPrecision::Q8_0 => {
+            let mut block = [BlockQ8::default()];
+            for xs in x.chunks_exact(Q8_BLOCK) {
+                quantize_q8(xs, &mut block);
+                out.extend_from_slice(&half::f16::from_f32(block[0].d).to_le_bytes());
+                out.extend(block[0].qs.iter().map(|&q| q as u8));
+            }
         }
     }
 }
@@ -94,23 +270,67 @@ impl KvCache {
 mod tests {
     use super::*;
 
+    fn cache(p: KvPrecision) -> KvCache {
+        KvCache::new(2, 1, (32, 32), 100, (p, p))
+    }
+
     #[test]
     fn truncate_drops_values() {
-        let mut c = KvCache::new(2, 3, 2, 10, KvPrecision::F32);
-        for l in &mut c.layers {
-            l.k.extend_from_slice(&[0.0; 12]);
-            l.v.extend_from_slice(&[0.0; 8]);
+        for p in KvPrecision::ALL {
+            let mut c = cache(p);
+            for il in 0..2 {
+                c.write(il, &[0.5; 4 * 32], &[0.25; 4 * 32], 4);
+            }
+            c.commit(4);
+            assert_eq!(c.len(), 4);
+            c.truncate(6);
+            assert_eq!(c.len(), 4);
+            c.truncate(1);
+            assert_eq!(c.len(), 1);
+            assert_eq!(c.layers[1].k.len(), c.k_row_bytes());
+            assert!(!c.is_empty());
+            c.truncate(0);
+            assert!(c.is_empty());
         }
-        c.commit(4);
-        assert_eq!(c.len(), 4);
-        c.truncate(6);
-        assert_eq!(c.len(), 4);
-        c.truncate(1);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c.layers[1].k.len(), 3);
-        assert_eq!(c.layers[1].v.len(), 2);
-        assert!(!c.is_empty());
-        c.truncate(0);
-        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn f16_takes_half_the_memory_of_f32_and_q8_0_less() {
+        let mut sizes = Vec::new();
+        for p in [KvPrecision::F32, KvPrecision::F16, KvPrecision::Q8_0] {
+            let mut c = KvCache::new(1, 2, (64, 64), 64, (p, p));
+            c.write(0, &[1.0; 64 * 128], &[1.0; 64 * 128], 64);
+            sizes.push(c.memory_bytes());
+        }
+        assert_eq!(sizes[0], 2 * sizes[1]);
+        assert!(sizes[2] * 3 < sizes[0]);
+    }
+
+    #[test]
+    fn transposed_values_survive_growth() {
+        let mut c = KvCache::new(1, 1, (2, 2), 1000, (KvPrecision::F32, KvPrecision::F32));
+        for pos in 0..70 {
+            let v = [pos as f32, -(pos as f32)];
+            c.write(0, &[0.0, 0.0], &v, 1);
+            c.commit(1);
+        }
+        let layer = &c.layers[0];
+        let at = |row: usize, pos: usize| {
+            let o = (row * layer.v_slots + pos) * 4;
+            f32::from_le_bytes(layer.v[o..o + 4].try_into().unwrap())
+        };
+        assert_eq!((at(0, 0), at(0, 69), at(1, 33)), (0.0, 69.0, -33.0));
+    }
+
+    #[test]
+    fn names_parse() {
+        for p in KvPrecision::ALL {
+            assert_eq!(p.name().parse::<KvPrecision>(), Ok(p));
+        }
+        assert_eq!("Q8_0".parse::<KvPrecision>(), Ok(KvPrecision::Q8_0));
+        assert!("q4_0".parse::<KvPrecision>().is_err());
+        // Q8_0 needs head sizes that are multiples of 32.
+        let c = KvCache::new(1, 1, (16, 64), 8, (KvPrecision::Q8_0, KvPrecision::Q8_0));
+        assert_eq!(c.precisions(), (KvPrecision::F16, KvPrecision::Q8_0));
     }
 }

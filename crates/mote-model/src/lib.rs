@@ -11,20 +11,24 @@ mod config;
 mod decoder;
 mod ffn;
 mod norm;
+mod observer;
+mod profile;
 mod rope;
 pub mod spec;
 mod weights;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use mote_file::GgufFile;
 
-pub use cache::{KvCache, KvPrecision};
+pub use cache::{KvCache, KvPrecision, UnknownKvPrecision};
 pub use config::{LayerConfig, ModelConfig};
+pub use observer::MatmulObserver;
 pub use spec::ArchSpec;
 
-use decoder::Decoder;
+use decoder::{Decoder, Workspace};
+use rope::Rope;
 use weights::ModelWeights;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +55,27 @@ pub struct LoadOptions {
     pub threads: usize,
 }
 
+/// One sequence of a [`Model::forward_batch`] call.
+pub struct BatchItem<'a> {
+    /// Tokens to run at positions `cache.len()..`.
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    /// Logits of every token (`tokens.len() * vocab_size`), not only the last.
+    pub all_logits: bool,
+}
+
 pub struct Model {
     file: Arc<GgufFile>,
     spec: &'static ArchSpec,
     config: ModelConfig,
     weights: ModelWeights,
+    /// The distinct RoPE settings of the layers, and which one each layer uses.
+    ropes: Vec<Rope>,
+    layer_rope: Vec<usize>,
+    /// Buffers of finished calls, taken by the next ones (one per concurrent caller).
+    workspaces: Mutex<Vec<Workspace>>,
+    /// Calibration hook, see [`Model::set_observer`].
+    observer: RwLock<Option<Arc<dyn MatmulObserver>>>,
 }
 
 impl Model {
@@ -76,12 +96,47 @@ impl Model {
         let (vocab_size, _) = weights::embedding_shape(&file)?;
         let config = ModelConfig::from_gguf(&file, spec, vocab_size)?;
         let weights = ModelWeights::load(&file, spec, &config)?;
+        let mut kinds: Vec<&LayerConfig> = Vec::new();
+        let mut layer_rope = Vec::with_capacity(config.n_layer);
+        for lc in &config.layers {
+            let same =
+                |k: &&LayerConfig| k.rope_base == lc.rope_base && k.rope_scale == lc.rope_scale;
+            layer_rope.push(match kinds.iter().position(same) {
+                Some(i) => i,
+                None => {
+                    kinds.push(lc);
+                    kinds.len() - 1
+                }
+            });
+        }
+        let ropes = kinds
+            .iter()
+            .map(|lc| {
+                Rope::new(
+                    spec.rope,
+                    config.n_rot,
+                    lc.rope_base,
+                    lc.rope_scale,
+                    weights.rope_freq_factors.as_deref(),
+                )
+            })
+            .collect();
         Ok(Model {
             file,
             spec,
             config,
             weights,
+            ropes,
+            layer_rope,
+            workspaces: Mutex::new(Vec::new()),
+            observer: RwLock::new(None),
         })
+    }
+
+    /// Installs (or removes) a hook that sees the input rows of every weight product of
+    /// later forward passes, keyed by GGUF tensor name; used for calibration.
+    pub fn set_observer(&self, observer: Option<Arc<dyn MatmulObserver>>) {
+        *self.observer.write().unwrap_or_else(|e| e.into_inner()) = observer;
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -103,20 +158,28 @@ impl Model {
         self.file.clone()
     }
 
-    /// An empty cache for up to `n_ctx` positions; memory is taken as positions fill.
+    /// An empty cache for up to `n_ctx` positions, in the default precision (F16, as
+    /// llama.cpp); memory is taken as positions fill.
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
         self.new_cache_with(n_ctx, KvPrecision::default())
     }
 
-    /// [`Model::new_cache`] with a chosen precision.
+    /// [`Model::new_cache`] with a chosen precision for keys and values.
     pub fn new_cache_with(&self, n_ctx: usize, precision: KvPrecision) -> KvCache {
+        self.new_cache_types(n_ctx, precision, precision)
+    }
+
+    /// [`Model::new_cache`] with separate key and value precisions (llama.cpp's
+    /// `--cache-type-k` / `--cache-type-v`). Q8_0 needs head sizes that are multiples of
+    /// 32; for other models that part of the cache is F16 (see [`KvCache::precisions`]).
+    pub fn new_cache_types(&self, n_ctx: usize, k: KvPrecision, v: KvPrecision) -> KvCache {
         let c = &self.config;
         KvCache::new(
             c.n_layer,
-            c.n_head_kv * c.head_dim_k,
-            c.n_head_kv * c.head_dim_v,
+            c.n_head_kv,
+            (c.head_dim_k, c.head_dim_v),
             n_ctx,
-            precision,
+            (k, v),
         )
     }
 
@@ -129,11 +192,44 @@ impl Model {
         cache: &mut KvCache,
         all_logits: bool,
     ) -> Result<Vec<f32>, ModelError> {
-        Decoder {
+        let mut items = [BatchItem {
+            tokens,
+            cache,
+            all_logits,
+        }];
+        let mut out = self.forward_batch(&mut items)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Runs several sequences, each with its own cache, in one pass: their tokens form
+    /// one activation matrix for every weight product (so N sequences decoding a token
+    /// each read the weights once, not N times); attention is per sequence. Returns one
+    /// logits vector per item, as [`Model::forward`] would. On error no cache changes.
+    pub fn forward_batch(&self, items: &mut [BatchItem]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let observer = self
+            .observer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut ws = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let result = Decoder {
             spec: self.spec,
             cfg: &self.config,
             w: &self.weights,
+            ropes: &self.ropes,
+            layer_rope: &self.layer_rope,
+            observer: observer.as_deref(),
         }
-        .forward(tokens, cache, all_logits)
+        .forward_batch(items, &mut ws);
+        self.workspaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ws);
+        result
     }
 }

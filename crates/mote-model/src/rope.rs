@@ -11,6 +11,7 @@ pub struct Rope {
 }
 
 /// cos/sin of every (position, pair) of one forward call.
+#[derive(Default)]
 pub struct RopeTable {
     n_pairs: usize,
     cos: Vec<f32>,
@@ -43,18 +44,25 @@ impl Rope {
     }
 
     /// Angles for `positions` (computed in f64, then rounded, to keep large positions exact).
+    #[cfg(test)]
     pub fn table(&self, positions: std::ops::Range<usize>) -> RopeTable {
-        let n_pairs = self.freqs.len();
-        let mut cos = Vec::with_capacity(positions.len() * n_pairs);
-        let mut sin = Vec::with_capacity(positions.len() * n_pairs);
+        let mut t = RopeTable::default();
+        self.fill_table(positions, &mut t);
+        t
+    }
+
+    /// [`Rope::table`] into an existing table, re-using its memory.
+    pub fn fill_table(&self, positions: std::ops::Range<usize>, table: &mut RopeTable) {
+        table.n_pairs = self.freqs.len();
+        table.cos.clear();
+        table.sin.clear();
         for p in positions {
             for &f in &self.freqs {
                 let (s, c) = (p as f64 * f).sin_cos();
-                cos.push(c as f32);
-                sin.push(s as f32);
+                table.cos.push(c as f32);
+                table.sin.push(s as f32);
             }
         }
-        RopeTable { n_pairs, cos, sin }
     }
 
     /// Rotates every `head_dim`-long head in `x` (the `t`-th token's heads), in place.
