@@ -202,11 +202,111 @@ fn incremental_decoding_matches_one_batch() {
 fn f16_cache_stays_close_to_f32() {
     let m = qwen2();
     let tokens: Vec<u32> = (0..20).map(|i| (i * 53 + 3) % 1000).collect();
-    let mut c32 = m.new_cache(32);
-    let mut c16 = m.new_cache_with(32, KvPrecision::F16);
+    let mut c32 = m.new_cache_with(32, KvPrecision::F32);
+    // F16 is the default, as in llama.cpp.
+    let mut c16 = m.new_cache(32);
     assert_eq!(c16.precision(), KvPrecision::F16);
     let a = m.forward(&tokens, &mut c32, false).unwrap();
     let b = m.forward(&tokens, &mut c16, false).unwrap();
     let d = max_diff(&a, &b);
     assert!(d > 0.0 && d < 0.05, "{d}");
+}
+
+#[test]
+fn batch_equals_separate_sequences() {
+    use mote_model::BatchItem;
+    for file in ["qwen2-tiny.gguf", "gemma3-tiny.gguf"] {
+        let m = Model::load(&fixture(file), &LoadOptions::default()).unwrap();
+        let v = m.config().vocab_size;
+        let prompts: Vec<Vec<u32>> = (0..4u32)
+            .map(|s| {
+                (0..(5 + 7 * s))
+                    .map(|i| (i * 31 + s * 101 + 3) % 1000)
+                    .collect()
+            })
+            .collect();
+        // One at a time.
+        let mut alone = Vec::new();
+        let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(64)).collect();
+        for (p, c) in prompts.iter().zip(&mut caches) {
+            alone.push(m.forward(p, c, true).unwrap());
+        }
+        let next: Vec<u32> = (0..4).map(|s| 17 + s * 5).collect();
+        let alone_next: Vec<Vec<f32>> = caches
+            .iter_mut()
+            .zip(&next)
+            .map(|(c, &t)| m.forward(&[t], c, false).unwrap())
+            .collect();
+
+        // All prompts in one batch (mixed logits requests), then one decode step for all.
+        let mut bc: Vec<_> = prompts.iter().map(|_| m.new_cache(64)).collect();
+        let mut items: Vec<BatchItem> = prompts
+            .iter()
+            .zip(&mut bc)
+            .enumerate()
+            .map(|(i, (p, cache))| BatchItem {
+                tokens: p,
+                cache,
+                all_logits: i % 2 == 0,
+            })
+            .collect();
+        let batch = m.forward_batch(&mut items).unwrap();
+        for (i, (b, a)) in batch.iter().zip(&alone).enumerate() {
+            let want = if i % 2 == 0 {
+                &a[..]
+            } else {
+                &a[a.len() - v..]
+            };
+            assert!(max_diff(b, want) < 1e-4, "{file} prompt {i}");
+        }
+        let mut items: Vec<BatchItem> = next
+            .iter()
+            .zip(&mut bc)
+            .map(|(t, cache)| BatchItem {
+                tokens: std::slice::from_ref(t),
+                cache,
+                all_logits: false,
+            })
+            .collect();
+        let batch = m.forward_batch(&mut items).unwrap();
+        for (i, (b, a)) in batch.iter().zip(&alone_next).enumerate() {
+            assert!(max_diff(b, a) < 1e-4, "{file} decode {i}");
+        }
+        assert!(bc.iter().zip(&prompts).all(|(c, p)| c.len() == p.len() + 1));
+
+        // A bad item fails the whole batch and leaves every cache alone.
+        let mut items: Vec<BatchItem> = [[1u32].as_slice(), &[5000]]
+            .into_iter()
+            .zip(&mut bc)
+            .map(|(tokens, cache)| BatchItem {
+                tokens,
+                cache,
+                all_logits: false,
+            })
+            .collect();
+        assert!(m.forward_batch(&mut items).is_err());
+        assert!(bc.iter().zip(&prompts).all(|(c, p)| c.len() == p.len() + 1));
+    }
+}
+
+#[test]
+fn every_cache_precision_tracks_f32() {
+    // gemma3-tiny's heads are 32 wide, so Q8_0 is really used.
+    let m = Model::load(&fixture("gemma3-tiny.gguf"), &LoadOptions::default()).unwrap();
+    let tokens: Vec<u32> = (0..30).map(|i| (i * 53 + 3) % 1000).collect();
+    let reference = m
+        .forward(&tokens, &mut m.new_cache_with(32, KvPrecision::F32), false)
+        .unwrap();
+    for (k, v, tol) in [
+        (KvPrecision::F16, KvPrecision::F16, 0.05),
+        (KvPrecision::Q8_0, KvPrecision::F16, 0.2),
+        (KvPrecision::F16, KvPrecision::Q8_0, 0.2),
+        (KvPrecision::F32, KvPrecision::F16, 0.05),
+    ] {
+        let mut c = m.new_cache_types(32, k, v);
+        assert_eq!(c.precisions(), (k, v));
+        let got = m.forward(&tokens, &mut c, false).unwrap();
+        let d = max_diff(&got, &reference);
+        assert!(d < tol, "{k}/{v}: {d}");
+    }
 }
