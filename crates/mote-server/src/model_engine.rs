@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mote_model::{KvCache, LoadOptions, Model};
+use mote_model::{BatchItem, KvCache, LoadOptions, Model};
 use mote_session::{ChatTemplate, TokenCodec};
 use mote_tokenizer::Tokenizer;
 
@@ -149,5 +149,40 @@ impl Backend for ModelBackend {
         self.model
             .forward(tokens, cache, false)
             .map_err(|e| EngineError::Model(e.to_string()))
+    }
+
+    /// All slots decode in one model pass: their tokens share every weight product.
+    fn forward_batch(&mut self, batch: &[(usize, u32)]) -> Vec<Result<Vec<f32>, EngineError>> {
+        let mut slots: Vec<usize> = batch.iter().map(|&(s, _)| s).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let distinct = slots.len() == batch.len() && slots.iter().all(|&s| s < self.caches.len());
+        if !distinct || batch.len() < 2 {
+            // Nothing to share (or a slot twice / unknown): one at a time.
+            return batch
+                .iter()
+                .map(|&(slot, token)| self.forward(slot, &[token]))
+                .collect();
+        }
+        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
+        // Hand each listed slot's cache out once, in batch order.
+        let mut caches: Vec<Option<&mut KvCache>> = self.caches.iter_mut().map(Some).collect();
+        let mut items: Vec<BatchItem> = Vec::with_capacity(batch.len());
+        for (&(slot, _), token) in batch.iter().zip(&tokens) {
+            if let Some(cache) = caches[slot].take() {
+                items.push(BatchItem {
+                    tokens: std::slice::from_ref(token),
+                    cache,
+                    all_logits: false,
+                });
+            }
+        }
+        match self.model.forward_batch(&mut items) {
+            Ok(logits) => logits.into_iter().map(Ok).collect(),
+            Err(e) => batch
+                .iter()
+                .map(|_| Err(EngineError::Model(e.to_string())))
+                .collect(),
+        }
     }
 }

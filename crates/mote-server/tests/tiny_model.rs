@@ -114,3 +114,36 @@ async fn tiny_model_serves_chat_and_completions() {
     assert!(serde_json::from_str::<Value>(&text).unwrap()["response"].is_string());
     server.state.scheduler.shutdown();
 }
+
+/// `--parallel`: the model backend decodes all slots in one batched pass; the logits
+/// must be those of decoding each slot on its own.
+#[test]
+fn batched_decode_matches_one_slot_at_a_time() {
+    use mote_server::engine::Backend;
+    let Some(path) = model("tiny.gguf") else {
+        return;
+    };
+    let (_, mut batched, _) = mote_server::model_engine::load(&path, 1, 3, 64).unwrap();
+    let (_, mut single, _) = mote_server::model_engine::load(&path, 1, 3, 64).unwrap();
+    let prompts: [&[u32]; 3] = [&[1, 5, 9], &[1, 7], &[1, 3, 4, 8, 2]];
+    for (slot, p) in prompts.iter().enumerate() {
+        batched.forward(slot, p).unwrap();
+        single.forward(slot, p).unwrap();
+    }
+    for step in 0..3u32 {
+        // Slots in a scrambled order, as the scheduler may list them.
+        let batch = [(2, 11 + step), (0, 21 + step), (1, 31 + step)];
+        let got = batched.forward_batch(&batch);
+        for (&(slot, token), logits) in batch.iter().zip(got) {
+            let logits = logits.unwrap();
+            let want = single.forward(slot, &[token]).unwrap();
+            let diff = logits
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-4, "slot {slot} step {step}: {diff}");
+        }
+    }
+    assert_eq!(batched.cache_len(2), 8);
+}
