@@ -41,6 +41,10 @@ pub enum Command {
     /// Quantize a GGUF model (F16, Q8_0, Q4_0, ..., Q4_K_M and the other presets).
     Quantize(mote_compress::cli::QuantizeArgs),
 }
+    /// Collect an importance matrix from calibration text (llama.cpp's imatrix format).
+    Imatrix(mote_compress::cli::ImatrixArgs),
+    /// Prune a model: zero weights (magnitude, random, N:M) or drop whole blocks.
+    Prune(mote_compress::cli::PruneArgs),
 
 /// Which model file to use: positional or -m, defaulting to SmolLM2.
 #[derive(Args, Debug, Clone)]

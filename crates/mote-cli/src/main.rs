@@ -24,6 +24,8 @@ fn main() {
             mote_compress::cli::run_perplexity(&a).map_err(anyhow::Error::from)
         }
         Command::Quantize(a) => mote_compress::cli::run_quantize(&a).map_err(anyhow::Error::from),
+        Command::Imatrix(a) => mote_compress::cli::run_imatrix(&a).map_err(anyhow::Error::from),
+        Command::Prune(a) => mote_compress::cli::run_prune(&a).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         // One line: the error and its causes, joined.

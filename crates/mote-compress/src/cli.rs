@@ -10,9 +10,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mote_model::{LoadOptions, Model};
 use mote_tokenizer::Tokenizer;
 
+use crate::calibrate::{run_calibration, CalibrationOptions};
 use crate::error::{CompressError, Result};
+use crate::gptq::HessianCollector;
+use crate::imatrix::{Imatrix, ImatrixCollector};
 use crate::kl::{KlReader, KlWriter, DEFAULT_TOP_K};
 use crate::perplexity::{evaluate, tokenize_text, KlMode, PerplexityOptions, PerplexityReport};
+use crate::prune::{
+    least_influential, parse_nm, parse_structured, prune_file, BlockInfluence, PruneMethod,
+    PruneReport, PruneScope, PruneSpec,
+};
 use crate::quantize::{parse_override, quantize_file, Preset, QuantizeOptions, QuantizeSummary};
 
 /// Measure perplexity on a text file (llama-perplexity's method), optionally against
@@ -68,7 +75,13 @@ pub fn load_model(path: &Path, threads: usize) -> Result<(Model, Tokenizer)> {
     if threads > 0 {
         mote_tensor::parallel::set_threads(threads);
     }
-    let model = Model::load(path, &LoadOptions { threads })?;
+    let model = Model::load(
+        path,
+        &LoadOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     let tokenizer = Tokenizer::from_gguf(model.gguf())?;
     Ok((model, tokenizer))
 }
@@ -182,6 +195,26 @@ pub struct QuantizeArgs {
     /// List every tensor as it is written.
     #[arg(long = "show-tensors")]
     pub show_tensors: bool,
+    /// Importance matrix (llama.cpp's imatrix GGUF, or `mote imatrix`'s): weights the
+    /// rounding error of each input column by its mean squared activation.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// `plain` (ggml's quantizers) or `gptq` (error compensation from calibration
+    /// activations; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 targets; needs --calib-file).
+    #[arg(long, default_value = "plain")]
+    pub method: String,
+    /// Calibration text for --method gptq.
+    #[arg(long = "calib-file")]
+    pub calib_file: Option<PathBuf>,
+    /// Calibration window size in tokens.
+    #[arg(long = "calib-ctx", default_value_t = 512)]
+    pub calib_ctx: usize,
+    /// Calibration windows to run [default: all].
+    #[arg(long = "calib-chunks")]
+    pub calib_chunks: Option<usize>,
+    /// GPTQ dampening as a fraction of the mean Hessian diagonal.
+    #[arg(long = "gptq-damp", default_value_t = 0.01)]
+    pub gptq_damp: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -216,7 +249,54 @@ pub fn quantize_options(args: &QuantizeArgs) -> Result<QuantizeOptions> {
         .iter()
         .map(|s| parse_override(s))
         .collect::<Result<_>>()?;
+    if let Some(path) = &args.imatrix {
+        opts.importance = Some(Imatrix::read(path)?.importance());
+    }
+    opts.gptq_damp = args.gptq_damp;
+    match args.method.to_ascii_lowercase().as_str() {
+        "plain" => {}
+        "gptq" => {
+            let calib = args.calib_file.as_ref().ok_or_else(|| {
+                CompressError::Invalid("--method gptq needs --calib-file TEXT".into())
+            })?;
+            opts.gptq = Some(collect_hessians(args, calib)?);
+        }
+        other => {
+            return Err(CompressError::Invalid(format!(
+                "--method {other:?}: expected plain or gptq"
+            )))
+        }
+    }
     Ok(opts)
+}
+
+fn collect_hessians(
+    args: &QuantizeArgs,
+    calib: &Path,
+) -> Result<std::collections::HashMap<String, Arc<std::sync::Mutex<crate::gptq::Hessian>>>> {
+    let (model, tokenizer) = load_model(&args.input, args.threads)?;
+    let text = read_text(calib)?;
+    let collector = Arc::new(HessianCollector::new());
+    let pb = bar(
+        0,
+        "{spinner} GPTQ calibration [{bar:30}] {pos}/{len} windows {elapsed_precise}",
+    );
+    run_calibration(
+        &model,
+        &tokenizer,
+        &text,
+        &CalibrationOptions {
+            ctx: args.calib_ctx,
+            chunks: args.calib_chunks,
+        },
+        collector.clone(),
+        &mut |d, t| {
+            pb.set_length(t as u64);
+            pb.set_position(d as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    Ok(collector.hessians())
 }
 
 /// `mote quantize`.
@@ -301,4 +381,236 @@ fn print_summary(s: &QuantizeSummary, args: &QuantizeArgs) {
     if !args.dry_run {
         println!("output: {}", args.output.display());
     }
+}
+
+/// Collect an importance matrix (llama.cpp's imatrix GGUF format) from calibration text.
+#[derive(Args, Debug, Clone)]
+pub struct ImatrixArgs {
+    /// GGUF model.
+    pub model: PathBuf,
+    /// Calibration text.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Output imatrix file.
+    #[arg(short = 'o', long = "output", default_value = "imatrix.gguf")]
+    pub output: PathBuf,
+    /// Tokens per window.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx_size: usize,
+    /// Windows to run [default: all].
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Also collect the output matrix (llama-imatrix's --process-output).
+    #[arg(long = "process-output")]
+    pub process_output: bool,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Collects an importance matrix without writing it.
+pub fn imatrix(args: &ImatrixArgs) -> Result<Imatrix> {
+    let (model, tokenizer) = load_model(&args.model, args.threads)?;
+    let text = read_text(&args.file)?;
+    let collector = Arc::new(ImatrixCollector::new(args.process_output));
+    let pb = bar(
+        0,
+        "{spinner} imatrix [{bar:30}] {pos}/{len} windows {elapsed_precise} (eta {eta})",
+    );
+    let chunks = run_calibration(
+        &model,
+        &tokenizer,
+        &text,
+        &CalibrationOptions {
+            ctx: args.ctx_size,
+            chunks: args.chunks,
+        },
+        collector.clone(),
+        &mut |d, t| {
+            pb.set_length(t as u64);
+            pb.set_position(d as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    Ok(Imatrix {
+        entries: collector.entries(),
+        datasets: vec![args.file.display().to_string()],
+        chunk_count: chunks as u32,
+        chunk_size: args.ctx_size as u32,
+    })
+}
+
+/// `mote imatrix`.
+pub fn run_imatrix(args: &ImatrixArgs) -> Result<()> {
+    let m = imatrix(args)?;
+    m.write(&args.output)?;
+    println!(
+        "{} tensors, {} windows of {} tokens -> {}",
+        m.entries.len(),
+        m.chunk_count,
+        m.chunk_size,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// Prune a GGUF model: zero weights (unstructured, N:M) or drop whole blocks.
+#[derive(Args, Debug, Clone)]
+pub struct PruneArgs {
+    /// Input GGUF model.
+    pub input: PathBuf,
+    /// Output GGUF file.
+    pub output: PathBuf,
+    /// Unstructured: `magnitude` (smallest |w|) or `random`.
+    #[arg(long, default_value = "magnitude")]
+    pub method: String,
+    /// Unstructured: fraction of each block matrix to zero (0..1).
+    #[arg(long)]
+    pub amount: Option<f32>,
+    /// Unstructured: `layer` (the fraction per tensor) or `global` (one threshold).
+    #[arg(long, default_value = "layer")]
+    pub scope: String,
+    /// Semi-structured N:M, e.g. 2:4 (in every M consecutive weights of a row keep N).
+    #[arg(long)]
+    pub nm: Option<String>,
+    /// Structured: `layers:K` drops the K blocks with the least influence on the
+    /// residual stream, measured on --calib-file.
+    #[arg(long)]
+    pub structured: Option<String>,
+    /// Calibration text for --structured.
+    #[arg(short = 'f', long = "calib-file")]
+    pub calib_file: Option<PathBuf>,
+    /// Calibration window size in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx_size: usize,
+    /// Calibration windows [default: 8].
+    #[arg(long, default_value_t = 8)]
+    pub chunks: usize,
+    /// Seed for --method random.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+fn prune_spec(args: &PruneArgs) -> Result<PruneSpec> {
+    let chosen = [
+        args.amount.is_some(),
+        args.nm.is_some(),
+        args.structured.is_some(),
+    ];
+    if chosen.iter().filter(|c| **c).count() != 1 {
+        return Err(CompressError::Invalid(
+            "give exactly one of --amount, --nm, --structured".into(),
+        ));
+    }
+    if let Some(nm) = &args.nm {
+        let (n, m) = parse_nm(nm)?;
+        return Ok(PruneSpec::NofM { n, m });
+    }
+    if let Some(s) = &args.structured {
+        let k = parse_structured(s)?;
+        let calib = args.calib_file.as_ref().ok_or_else(|| {
+            CompressError::Invalid("--structured needs --calib-file TEXT to score blocks".into())
+        })?;
+        let (model, tokenizer) = load_model(&args.input, args.threads)?;
+        let n_blocks = model.config().n_layer;
+        if k >= n_blocks {
+            return Err(CompressError::Invalid(format!(
+                "cannot drop {k} of {n_blocks} blocks"
+            )));
+        }
+        let influence = BlockInfluence::new(BlockInfluence::gains_of(model.gguf(), n_blocks)?);
+        run_calibration(
+            &model,
+            &tokenizer,
+            &read_text(calib)?,
+            &CalibrationOptions {
+                ctx: args.ctx_size,
+                chunks: Some(args.chunks),
+            },
+            influence.clone(),
+            &mut |_, _| {},
+        )?;
+        let scores = influence.scores();
+        for (b, s) in scores.iter().enumerate() {
+            eprintln!("block {b:>3}: influence {s:.5}");
+        }
+        return Ok(PruneSpec::DropBlocks(least_influential(&scores, k)));
+    }
+    let amount = args.amount.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&amount) {
+        return Err(CompressError::Invalid(format!(
+            "--amount {amount}: expected a fraction in [0, 1)"
+        )));
+    }
+    let method = match args.method.as_str() {
+        "magnitude" => PruneMethod::Magnitude,
+        "random" => PruneMethod::Random,
+        m => {
+            return Err(CompressError::Invalid(format!(
+                "--method {m:?}: magnitude or random"
+            )))
+        }
+    };
+    let scope = match args.scope.as_str() {
+        "layer" => PruneScope::Layer,
+        "global" => PruneScope::Global,
+        s => {
+            return Err(CompressError::Invalid(format!(
+                "--scope {s:?}: layer or global"
+            )))
+        }
+    };
+    Ok(PruneSpec::Unstructured {
+        method,
+        amount,
+        scope,
+        seed: args.seed,
+    })
+}
+
+/// Prunes without printing.
+pub fn prune(args: &PruneArgs) -> Result<PruneReport> {
+    let spec = prune_spec(args)?;
+    prune_file(&args.input, &args.output, &spec)
+}
+
+/// `mote prune`.
+pub fn run_prune(args: &PruneArgs) -> Result<()> {
+    let r = prune(args)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| CompressError::Invalid(e.to_string()))?
+        );
+        return Ok(());
+    }
+    for t in &r.tensors {
+        println!(
+            "{:<36} {:>6} {:>10} sparsity {:>6.2}%",
+            t.name,
+            t.dtype,
+            t.elements,
+            100.0 * t.sparsity
+        );
+    }
+    if !r.dropped_blocks.is_empty() {
+        println!(
+            "dropped blocks {:?}: {} -> {} blocks",
+            r.dropped_blocks, r.blocks_before, r.blocks_after
+        );
+    }
+    println!(
+        "params {} -> {} non-zero ({:.2}% removed); output: {}",
+        r.params_before,
+        r.params_after,
+        100.0 * (1.0 - r.params_after as f64 / r.params_before.max(1) as f64),
+        args.output.display()
+    );
+    Ok(())
 }

@@ -4,10 +4,14 @@
 //! distributions with a stored reference run. `cli` holds the command-line front ends
 //! that the `mote` binary mounts as subcommands.
 
+pub mod calibrate;
 pub mod cli;
 pub mod error;
+pub mod gptq;
+pub mod imatrix;
 pub mod kl;
 pub mod perplexity;
+pub mod prune;
 pub mod quantize;
 
 pub use error::{CompressError, Result};

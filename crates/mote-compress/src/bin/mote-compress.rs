@@ -17,12 +17,16 @@ struct Cli {
 enum Command {
     Perplexity(cli::PerplexityArgs),
     Quantize(cli::QuantizeArgs),
+    Imatrix(cli::ImatrixArgs),
+    Prune(cli::PruneArgs),
 }
 
 fn main() {
     let result = match Cli::parse().command {
         Command::Perplexity(a) => cli::run_perplexity(&a),
         Command::Quantize(a) => cli::run_quantize(&a),
+        Command::Imatrix(a) => cli::run_imatrix(&a),
+        Command::Prune(a) => cli::run_prune(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

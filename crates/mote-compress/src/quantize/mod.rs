@@ -11,6 +11,7 @@ pub mod preset;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mote_file::gguf::set_metadata;
 use mote_file::{GgufFile, GgufWriter, MetaValue, TensorInfo, TensorSpec};
@@ -20,6 +21,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::error::{CompressError, Result};
+use crate::gptq::{self, Hessian};
 pub use policy::{Policy, Reason};
 pub use preset::Preset;
 
@@ -38,6 +40,11 @@ pub struct QuantizeOptions {
     /// Dequantize already-quantized tensors instead of refusing.
     pub allow_requantize: bool,
     pub importance: Option<Importance>,
+    /// GPTQ: per tensor name, the Hessian of its input; tensors listed here whose target
+    /// type GPTQ can write are quantized with error compensation.
+    pub gptq: Option<HashMap<String, Arc<Mutex<Hessian>>>>,
+    /// GPTQ dampening, as a fraction of the mean Hessian diagonal.
+    pub gptq_damp: f64,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
     /// Worker threads (0: all cores).
@@ -52,6 +59,8 @@ impl QuantizeOptions {
             overrides: Vec::new(),
             allow_requantize: false,
             importance: None,
+            gptq: None,
+            gptq_damp: 0.01,
             dry_run: false,
             threads: 0,
         }
@@ -86,6 +95,7 @@ pub struct TensorReport {
     #[serde(skip)]
     pub reason: Reason,
     pub used_importance: bool,
+    pub gptq: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -223,6 +233,8 @@ pub fn quantize_file(
         opts.threads
     };
     let mut done = 0u64;
+    // Q/K/V (and gate/up) share an input, so they share one factorization.
+    let mut factors: HashMap<usize, Arc<gptq::Factor>> = HashMap::new();
     let mut reports = Vec::with_capacity(planned.len());
     for p in &planned {
         if cancel.load(Ordering::Relaxed) {
@@ -238,8 +250,34 @@ pub fn quantize_file(
         let bytes_out = tensor_bytes_out(&p.info.dims, p.to)?;
         if let Some(w) = writer.as_mut() {
             let src = file.tensor_bytes(p.info);
+            let hessian = opts
+                .gptq
+                .as_ref()
+                .and_then(|m| m.get(name))
+                .filter(|_| p.to != p.info.dtype && gptq::supports(p.to));
             if p.to == p.info.dtype {
                 w.write_tensor(name, src.as_slice())?;
+            } else if let Some(h) = hessian {
+                let key = Arc::as_ptr(h) as usize;
+                let factor = match factors.get(&key) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let hess = h.lock().unwrap_or_else(|e| e.into_inner());
+                        let f = Arc::new(gptq::inverse_factor(&hess, opts.gptq_damp)?);
+                        factors.insert(key, f.clone());
+                        f
+                    }
+                };
+                let (rows, cols) = p.info.rows_cols();
+                let mut wf = vec![0f32; rows * cols];
+                dequantize_row(p.info.dtype, src.as_slice(), &mut wf).map_err(|source| {
+                    CompressError::Quant {
+                        tensor: name.clone(),
+                        source,
+                    }
+                })?;
+                let data = gptq::quantize_matrix(p.to, &wf, rows, cols, &factor, threads)?;
+                w.write_tensor(name, &data)?;
             } else {
                 let data = convert(src.as_slice(), p.info, p.to, importance, threads, cancel)?;
                 w.write_tensor(name, &data)?;
@@ -255,6 +293,9 @@ pub fn quantize_file(
             bytes_out,
             reason: p.reason,
             used_importance: importance.is_some() && p.to != p.info.dtype,
+            gptq: opts.gptq.as_ref().is_some_and(|m| m.contains_key(name))
+                && p.to != p.info.dtype
+                && gptq::supports(p.to),
         };
         progress(done, total, &report);
         reports.push(report);
