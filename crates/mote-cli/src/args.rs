@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use mote_model::KvPrecision;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,11 +41,11 @@ pub enum Command {
     Perplexity(mote_compress::cli::PerplexityArgs),
     /// Quantize a GGUF model (F16, Q8_0, Q4_0, ..., Q4_K_M and the other presets).
     Quantize(mote_compress::cli::QuantizeArgs),
-}
     /// Collect an importance matrix from calibration text (llama.cpp's imatrix format).
     Imatrix(mote_compress::cli::ImatrixArgs),
     /// Prune a model: zero weights (magnitude, random, N:M) or drop whole blocks.
     Prune(mote_compress::cli::PruneArgs),
+}
 
 /// Which model file to use: positional or -m, defaulting to SmolLM2.
 #[derive(Args, Debug, Clone)]
@@ -89,6 +90,14 @@ pub struct GenArgs {
     /// Context size in tokens (prompt + output); 0 = min(4096, the model's trained context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0, value_name = "N")]
     pub ctx_size: usize,
+
+    /// KV cache type for keys: f16 (default, as llama.cpp), f32 or q8_0. Also -ctk.
+    #[arg(long = "cache-type-k", default_value_t = KvPrecision::F16, value_name = "TYPE")]
+    pub cache_type_k: KvPrecision,
+
+    /// KV cache type for values: f16 (default), f32 or q8_0. Also -ctv.
+    #[arg(long = "cache-type-v", default_value_t = KvPrecision::F16, value_name = "TYPE")]
+    pub cache_type_v: KvPrecision,
 
     /// Sampling temperature; 0 or less = greedy (always the most likely token).
     #[arg(
@@ -222,6 +231,8 @@ pub fn normalize_args(
     args.into_iter()
         .map(|a| match a.to_str() {
             Some("-sys") => "--system-prompt".into(),
+            Some("-ctk") => "--cache-type-k".into(),
+            Some("-ctv") => "--cache-type-v".into(),
             _ => a,
         })
         .collect()

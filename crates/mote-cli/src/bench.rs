@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use mote_model::{LoadOptions, Model};
+use mote_model::{KvPrecision, LoadOptions, Model};
 use serde_json::json;
 
 use crate::model_path;
@@ -35,6 +35,14 @@ pub struct BenchArgs {
     /// Timed repetitions per test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,
+
+    /// KV cache type for keys: f16 (default, as llama.cpp), f32 or q8_0. Also -ctk.
+    #[arg(long = "cache-type-k", default_value_t = KvPrecision::F16, value_name = "TYPE")]
+    pub cache_type_k: KvPrecision,
+
+    /// KV cache type for values: f16 (default), f32 or q8_0. Also -ctv.
+    #[arg(long = "cache-type-v", default_value_t = KvPrecision::F16, value_name = "TYPE")]
+    pub cache_type_v: KvPrecision,
 
     /// Output format: md (table), json (one array), jsonl (one object per line).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
@@ -74,8 +82,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("-r/--repetitions must be at least 1");
     }
     let t0 = Instant::now();
-    let model = Model::load(&path, &LoadOptions::default())
-        .with_context(|| format!("cannot load {}", path.display()))?;
+    let opts = LoadOptions {
+        cache_type_k: args.cache_type_k,
+        cache_type_v: args.cache_type_v,
+        ..LoadOptions::default()
+    };
+    let model =
+        Model::load(&path, &opts).with_context(|| format!("cannot load {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = model.config().vocab_size.max(1);
     let n_ctx_train = model.config().n_ctx_train;
@@ -174,10 +187,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                         "params": params, "kernels": kernels, "threads": r.threads,
                         "test": r.test, "tokens_per_s": r.mean(), "tokens_per_s_sd": r.sd(),
                         "samples": r.samples, "load_s": load_s,
+                        "type_k": args.cache_type_k.name(), "type_v": args.cache_type_v.name(),
                     })
                 })
                 .collect();
-            let rss = json!({"engine": "mote", "test": "rss", "peak_rss_mib": rss_mib, "load_s": load_s});
+            let rss =
+                json!({"engine": "mote", "test": "rss", "peak_rss_mib": rss_mib, "load_s": load_s});
             if matches!(args.output, Format::Json) {
                 let mut all = objs;
                 all.push(rss);

@@ -23,6 +23,8 @@ pub fn load(path: &Path, gen: &GenArgs) -> Result<Loaded> {
     }
     let opts = mote_model::LoadOptions {
         threads: gen.threads,
+        cache_type_k: gen.cache_type_k,
+        cache_type_v: gen.cache_type_v,
     };
     let loaded = mote_session::load(path, &opts, gen.ctx_size)
         .with_context(|| format!("cannot load {}", path.display()))?;

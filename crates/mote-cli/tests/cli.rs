@@ -225,3 +225,38 @@ fn bad_flag_values_fail_cleanly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("repeat-penalty"));
 }
+
+#[test]
+fn cache_type_flags_take_llama_cpp_spellings() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    for (k, v) in [("f32", "f32"), ("q8_0", "f16"), ("f16", "q8_0")] {
+        let out = stdout_of(mote().arg("run").arg(&tiny).args([
+            "-p", "Once", "-n", "3", "--seed", "1", "--json", "-ctk", k, "-ctv", v,
+        ]));
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["generated_tokens"], 3, "{k}/{v}");
+    }
+    let bench = stdout_of(mote().arg("bench").arg(&tiny).args([
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-o",
+        "jsonl",
+        "--cache-type-k",
+        "q8_0",
+    ]));
+    assert!(bench.contains("\"type_k\":\"q8_0\""), "{bench}");
+    let out = mote()
+        .arg("run")
+        .arg(&tiny)
+        .args(["-p", "x", "-ctk", "q4_0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("q4_0"));
+}

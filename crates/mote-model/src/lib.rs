@@ -53,6 +53,10 @@ pub enum ModelError {
 pub struct LoadOptions {
     /// Worker threads for the kernels; 0 means one per physical core.
     pub threads: usize,
+    /// Precision of the keys and values in caches made by [`Model::new_cache`]
+    /// (llama.cpp's `--cache-type-k` / `--cache-type-v`; F16 by default).
+    pub cache_type_k: KvPrecision,
+    pub cache_type_v: KvPrecision,
 }
 
 /// One sequence of a [`Model::forward_batch`] call.
@@ -72,6 +76,8 @@ pub struct Model {
     /// The distinct RoPE settings of the layers, and which one each layer uses.
     ropes: Vec<Rope>,
     layer_rope: Vec<usize>,
+    /// Key and value precision of [`Model::new_cache`].
+    cache_types: (KvPrecision, KvPrecision),
     /// Buffers of finished calls, taken by the next ones (one per concurrent caller).
     workspaces: Mutex<Vec<Workspace>>,
     /// Calibration hook, see [`Model::set_observer`].
@@ -85,7 +91,7 @@ impl Model {
     }
 
     /// Builds the model from an already-parsed file; weights stay views of its bytes.
-    pub fn from_gguf(file: Arc<GgufFile>, _opts: &LoadOptions) -> Result<Model, ModelError> {
+    pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Model, ModelError> {
         let arch = file.architecture()?;
         let spec = ArchSpec::lookup(arch).ok_or_else(|| {
             ModelError::UnsupportedArch(format!(
@@ -128,6 +134,7 @@ impl Model {
             weights,
             ropes,
             layer_rope,
+            cache_types: (opts.cache_type_k, opts.cache_type_v),
             workspaces: Mutex::new(Vec::new()),
             observer: RwLock::new(None),
         })
@@ -158,10 +165,10 @@ impl Model {
         self.file.clone()
     }
 
-    /// An empty cache for up to `n_ctx` positions, in the default precision (F16, as
-    /// llama.cpp); memory is taken as positions fill.
+    /// An empty cache for up to `n_ctx` positions, in the precisions of the
+    /// [`LoadOptions`] (F16 by default, as llama.cpp); memory is taken as positions fill.
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
-        self.new_cache_with(n_ctx, KvPrecision::default())
+        self.new_cache_types(n_ctx, self.cache_types.0, self.cache_types.1)
     }
 
     /// [`Model::new_cache`] with a chosen precision for keys and values.

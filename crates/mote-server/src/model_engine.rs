@@ -49,7 +49,10 @@ pub fn load(
     n_ctx: usize,
 ) -> Result<(Arc<ModelFrontend>, ModelBackend, usize), LoadError> {
     let shown = path.display().to_string();
-    let model = Model::load(path, &LoadOptions { threads }).map_err(|source| LoadError::Model {
+    let model = Model::load(path, &LoadOptions {
+            threads,
+            ..Default::default()
+        }).map_err(|source| LoadError::Model {
         path: shown.clone(),
         source,
     })?;
