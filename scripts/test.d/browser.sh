@@ -15,6 +15,8 @@ if [ ! -d "$PW/node_modules/playwright-core" ]; then
   npm install --silent --no-audit --no-fund --prefix "$PW" playwright-core@1 >/dev/null
 fi
 mkdir -p out
-start_server out/browser-server.log "$MOTE_MODELS/tiny.gguf" --parallel 1 --ctx-size 4096
+# SmolLM2 rather than the tiny model: its ~50-100 tokens/s keeps the stream going long
+# enough to watch tokens arrive and to press stop mid-answer.
+start_server out/browser-server.log "$MOTE_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" --parallel 1 --ctx-size 4096
 PLAYWRIGHT_DIR="$PWD/$PW" CHROMIUM="$CHROMIUM" node scripts/test.d/browser_test.cjs "$PORT" out/browser-chat.png
 stop_server
