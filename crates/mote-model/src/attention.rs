@@ -19,7 +19,7 @@ use crate::cache::{KvCache, KvPrecision, LayerKv};
 /// Tokens per query block (one task on the pool).
 const QUERY_BLOCK: usize = 16;
 /// Positions per key block.
-const KEY_BLOCK: usize = 64;
+const KEY_BLOCK: usize = 128;
 /// Below this many query·key products a batch's attention runs on the calling thread.
 const PARALLEL_MIN_PAIRS: usize = 32 * 1024;
 
@@ -162,8 +162,18 @@ fn dot_rows<'a, A: 'static>(
         }
         r += 4;
     }
-    for r in r..rows {
-        emit(r, (dot.one)(w, acts(r)));
+    match rows - r {
+        0 => {}
+        1 => emit(r, (dot.one)(w, acts(r))),
+        left => {
+            // Two or three rows left: one four-row call with the last row repeated costs
+            // less than separate calls (grouped-query heads often come in threes).
+            let last = rows - 1;
+            let v = (dot.four)(w, [acts(r), acts(r + 1), acts(last), acts(last)]);
+            for (i, x) in v.into_iter().take(left).enumerate() {
+                emit(r + i, x);
+            }
+        }
     }
 }
 
