@@ -17,6 +17,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp" 2>/
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$venv/bin/pip" install -q llama-cpp-python==0.3.36
 fi
 cargo build --release -q -p mote-cli
+mote_bin=${CARGO_TARGET_DIR:-$repo/target}/release/mote
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 IFS=, read -ra tlist <<< "$threads"
 for t in "${tlist[@]}"; do
@@ -25,7 +26,7 @@ for t in "${tlist[@]}"; do
       if [ $engine = llama ]; then
         "$venv/bin/python" bench/llamacpp_bench.py -m "$model" -t "$t" -p "$pp" -n "$tg" >> "$out/runs.jsonl"
       else
-        target/release/mote bench "$model" -t "$t" -p "$pp" -n "$tg" -r 1 -o jsonl >> "$out/runs.jsonl"
+        "$mote_bin" bench "$model" -t "$t" -p "$pp" -n "$tg" -r 1 -o jsonl >> "$out/runs.jsonl"
       fi
     done
   done
