@@ -30,10 +30,7 @@ fn bandwidth(data: &[u64], threads: usize, passes: usize) -> f64 {
     for _ in 0..passes {
         let t = Instant::now();
         let total = std::thread::scope(|s| {
-            let handles: Vec<_> = data
-                .chunks(part)
-                .map(|c| s.spawn(move || sum(c)))
-                .collect();
+            let handles: Vec<_> = data.chunks(part).map(|c| s.spawn(move || sum(c))).collect();
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or(0))
@@ -90,7 +87,11 @@ fn main() {
         }
         print!("{path}: {:.1} MB read per token", bytes as f64 / 1e6);
         for (i, bw) in bws.iter().enumerate() {
-            print!(", {} thread(s): at most {:.0} tokens/s", i + 1, bw / bytes as f64);
+            print!(
+                ", {} thread(s): at most {:.0} tokens/s",
+                i + 1,
+                bw / bytes as f64
+            );
         }
         println!();
     }
