@@ -49,10 +49,14 @@ pub fn load(
     n_ctx: usize,
 ) -> Result<(Arc<ModelFrontend>, ModelBackend, usize), LoadError> {
     let shown = path.display().to_string();
-    let model = Model::load(path, &LoadOptions {
+    let model = Model::load(
+        path,
+        &LoadOptions {
             threads,
             ..Default::default()
-        }).map_err(|source| LoadError::Model {
+        },
+    )
+    .map_err(|source| LoadError::Model {
         path: shown.clone(),
         source,
     })?;
