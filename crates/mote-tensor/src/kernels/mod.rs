@@ -110,7 +110,10 @@ pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
         }
         let iscale = -127.0 / max;
         for (q, v) in blk.qs.iter_mut().zip(xs) {
-            *q = (iscale * v).round_ties_even().clamp(-127.0, 127.0) as i8;
+            // ggml's nearest_int (the float-add trick) rather than round_ties_even:
+            // same result for these magnitudes, but a libm call on CPUs without SSE4.1
+            // made this loop ~6% of a Gemma prefill.
+            *q = crate::quant::search::nearest_int(iscale * v).clamp(-127, 127) as i8;
         }
         for (s, qs) in blk.bsums.iter_mut().zip(blk.qs.chunks_exact(16)) {
             *s = qs.iter().map(|&q| q as i16).sum();

@@ -16,7 +16,7 @@ mod q4_k;
 mod q5_k;
 mod q6_k;
 mod q8_k;
-mod search;
+pub(crate) mod search;
 
 use crate::DType;
 
