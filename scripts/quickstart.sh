@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fetch-models.sh smollm2
-cargo build --release -p mote-cli
-exec target/release/mote chat models/SmolLM2-135M-Instruct.Q4_1.gguf "$@"
+# `cargo run` finds the binary wherever CARGO_TARGET_DIR puts it.
+exec cargo run --release -q -p mote-cli -- chat models/SmolLM2-135M-Instruct.Q4_1.gguf "$@"
