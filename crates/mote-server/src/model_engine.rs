@@ -102,14 +102,9 @@ impl Frontend for ModelFrontend {
         self.n_ctx_train
     }
     fn tokenize(&self, text: &str) -> Vec<u32> {
-        // As `mote_session::Session::tokenize_prompt`: BOS as the vocabulary asks, but not
-        // twice when the text (a chat template's `{{ bos_token }}`) already starts with it.
+        // BOS as the vocabulary asks, but not twice (as `Session::tokenize_prompt`).
         let mut ids = self.tokenizer.encode(text, true, true);
-        if let Some(bos) = self.tokenizer.bos_id() {
-            if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
-                ids.remove(0);
-            }
-        }
+        mote_session::drop_doubled_bos(&mut ids, self.tokenizer.bos_id());
         ids
     }
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {

@@ -264,11 +264,7 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
     /// write `{{ bos_token }}` themselves).
     pub fn tokenize_prompt(&self, text: &str) -> Vec<u32> {
         let mut ids = self.tokenizer.encode(text, true, true);
-        if let Some(bos) = self.tokenizer.bos_id() {
-            if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
-                ids.remove(0);
-            }
-        }
+        drop_doubled_bos(&mut ids, self.tokenizer.bos_id());
         ids
     }
 
@@ -390,5 +386,15 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
     fn eog_ids(&mut self) -> &[u32] {
         let tokenizer = &self.tokenizer;
         self.eog_ids.get_or_insert_with(|| tokenizer.eog_ids())
+    }
+}
+
+/// Removes the BOS the tokenizer prepended when the text itself already began with one
+/// (a chat template's `{{ bos_token }}`), so the model never sees BOS twice.
+pub fn drop_doubled_bos(ids: &mut Vec<u32>, bos: Option<u32>) {
+    if let Some(bos) = bos {
+        if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
+            ids.remove(0);
+        }
     }
 }

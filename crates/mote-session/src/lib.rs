@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 pub use chat::{BuiltinFormat, Chat, ChatError, ChatMessage, ChatTemplate};
 pub use generate::{
-    default_context_size, Completion, FinishReason, GenerateOptions, GenerationStats, LogitsSource,
-    ModelRunner, Session, TokenCodec,
+    default_context_size, drop_doubled_bos, Completion, FinishReason, GenerateOptions,
+    GenerationStats, LogitsSource, ModelRunner, Session, TokenCodec,
 };
 pub use sampling::{Sampler, SamplerConfig, SamplingError};
 
