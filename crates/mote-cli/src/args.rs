@@ -47,6 +47,18 @@ pub enum Command {
     Prune(mote_compress::cli::PruneArgs),
 }
 
+/// `--quantize` values: any type mote can write.
+pub fn parse_quantize(name: &str) -> Result<mote_tensor::DType, String> {
+    mote_model::parse_quantize_type(name).map_err(|e| e.to_string())
+}
+
+/// Prints what `--quantize` did (one line on stderr).
+pub fn report_load_quantization(model: &mote_model::Model) {
+    if let Some(q) = model.load_quantization() {
+        eprintln!("mote: {}", q.summary());
+    }
+}
+
 /// Which model file to use: positional or -m, defaulting to SmolLM2.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArg {
@@ -98,6 +110,11 @@ pub struct GenArgs {
     /// KV cache type for values: f16 (default), f32 or q8_0. Also -ctv.
     #[arg(long = "cache-type-v", default_value_t = KvPrecision::F16, value_name = "TYPE")]
     pub cache_type_v: KvPrecision,
+
+    /// Quantize a float (F32/F16/BF16) model's weight matrices to TYPE while loading
+    /// (q8_0, q4_0, q4_k, ...; rows that do not fit fall back as in llama-quantize).
+    #[arg(long = "quantize", value_name = "TYPE", value_parser = parse_quantize)]
+    pub quantize: Option<mote_tensor::DType>,
 
     /// Sampling temperature; 0 or less = greedy (always the most likely token).
     #[arg(

@@ -44,6 +44,10 @@ pub struct BenchArgs {
     #[arg(long = "cache-type-v", default_value_t = KvPrecision::F16, value_name = "TYPE")]
     pub cache_type_v: KvPrecision,
 
+    /// Quantize a float model's weight matrices to TYPE while loading (q8_0, q4_0, q4_k, ...).
+    #[arg(long = "quantize", value_name = "TYPE", value_parser = crate::args::parse_quantize)]
+    pub quantize: Option<mote_tensor::DType>,
+
     /// Output format: md (table), json (one array), jsonl (one object per line).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
     pub output: Format,
@@ -85,14 +89,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let opts = LoadOptions {
         cache_type_k: args.cache_type_k,
         cache_type_v: args.cache_type_v,
+        quantize: args.quantize,
         ..LoadOptions::default()
     };
     let model =
         Model::load(&path, &opts).with_context(|| format!("cannot load {}", path.display()))?;
+    crate::args::report_load_quantization(&model);
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = model.config().vocab_size.max(1);
     let n_ctx_train = model.config().n_ctx_train;
-    let file_bytes = model.gguf().file_len();
+    // Size of the model as it runs: quantizing at load changes the weights' bytes.
+    let file_bytes = match model.load_quantization() {
+        Some(q) => (model.gguf().file_len() + q.bytes_after).saturating_sub(q.bytes_before),
+        None => model.gguf().file_len(),
+    };
     let params: u64 = model.gguf().tensors().iter().map(|t| t.elements()).sum();
 
     let mut rows = Vec::new();

@@ -25,9 +25,11 @@ pub fn load(path: &Path, gen: &GenArgs) -> Result<Loaded> {
         threads: gen.threads,
         cache_type_k: gen.cache_type_k,
         cache_type_v: gen.cache_type_v,
+        quantize: gen.quantize,
     };
     let loaded = mote_session::load(path, &opts, gen.ctx_size)
         .with_context(|| format!("cannot load {}", path.display()))?;
+    crate::args::report_load_quantization(loaded.session.model().model());
     tracing::info!(
         "loaded {} in {:.0} ms, context {} tokens",
         path.display(),

@@ -10,6 +10,7 @@ mod cache;
 mod config;
 mod decoder;
 mod ffn;
+mod load_quant;
 mod norm;
 mod observer;
 mod profile;
@@ -24,6 +25,7 @@ use mote_file::GgufFile;
 
 pub use cache::{KvCache, KvPrecision, UnknownKvPrecision};
 pub use config::{LayerConfig, ModelConfig};
+pub use load_quant::{parse_quantize_type, target_type, LoadQuantization};
 pub use observer::MatmulObserver;
 pub use spec::ArchSpec;
 
@@ -57,6 +59,10 @@ pub struct LoadOptions {
     /// (llama.cpp's `--cache-type-k` / `--cache-type-v`; F16 by default).
     pub cache_type_k: KvPrecision,
     pub cache_type_v: KvPrecision,
+    /// Quantize the weight matrices of a float model (F32/F16/BF16) to this type while
+    /// loading (`--quantize q8_0`); already-quantized matrices are left alone. See
+    /// [`Model::load_quantization`] for what was done.
+    pub quantize: Option<mote_tensor::DType>,
 }
 
 /// One sequence of a [`Model::forward_batch`] call.
@@ -82,6 +88,8 @@ pub struct Model {
     workspaces: Mutex<Vec<Workspace>>,
     /// Calibration hook, see [`Model::set_observer`].
     observer: RwLock<Option<Arc<dyn MatmulObserver>>>,
+    /// What load-time quantization did, when it was asked for.
+    load_quantization: Option<LoadQuantization>,
 }
 
 impl Model {
@@ -101,7 +109,7 @@ impl Model {
         })?;
         let (vocab_size, _) = weights::embedding_shape(&file)?;
         let config = ModelConfig::from_gguf(&file, spec, vocab_size)?;
-        let weights = ModelWeights::load(&file, spec, &config)?;
+        let (weights, load_quantization) = ModelWeights::load(&file, spec, &config, opts.quantize)?;
         let mut kinds: Vec<&LayerConfig> = Vec::new();
         let mut layer_rope = Vec::with_capacity(config.n_layer);
         for lc in &config.layers {
@@ -137,7 +145,14 @@ impl Model {
             cache_types: (opts.cache_type_k, opts.cache_type_v),
             workspaces: Mutex::new(Vec::new()),
             observer: RwLock::new(None),
+            load_quantization,
         })
+    }
+
+    /// What `LoadOptions::quantize` did (matrices converted, sizes before and after);
+    /// `None` when it was not asked for.
+    pub fn load_quantization(&self) -> Option<&LoadQuantization> {
+        self.load_quantization.as_ref()
     }
 
     /// Installs (or removes) a hook that sees the input rows of every weight product of

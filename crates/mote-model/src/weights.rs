@@ -1,10 +1,13 @@
 //! The model's tensors: matrices stay zero-copy views of the file, small vectors
 //! (norm weights, biases) are decoded to f32 once at load time.
 
+use std::sync::Mutex;
+
 use mote_file::GgufFile;
-use mote_tensor::{quant, Matrix};
+use mote_tensor::{quant, DType, Matrix};
 
 use crate::config::ModelConfig;
+use crate::load_quant::{self, LoadQuantization};
 use crate::spec::{ArchSpec, Presence};
 use crate::ModelError;
 
@@ -44,6 +47,8 @@ pub struct ModelWeights {
 /// Finds tensors by name and checks their shapes against the config.
 struct Loader<'a> {
     file: &'a GgufFile,
+    /// Load-time quantization, when asked for, and what it has done so far.
+    quantize: Option<Mutex<LoadQuantization>>,
 }
 
 impl Loader<'_> {
@@ -57,8 +62,35 @@ impl Loader<'_> {
         ))
     }
 
-    /// A matrix mapping `cols` inputs to `rows` outputs (GGUF dims `[cols, rows]`).
+    /// A matrix mapping `cols` inputs to `rows` outputs (GGUF dims `[cols, rows]`),
+    /// quantized if the load options ask for it; `is_output` for the unembedding.
+    fn opt_matrix_as(
+        &self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        is_output: bool,
+    ) -> Result<Option<Matrix>, ModelError> {
+        let Some(m) = self.opt_file_matrix(name, cols, rows)? else {
+            return Ok(None);
+        };
+        match &self.quantize {
+            Some(report) => load_quant::requantize(name, m, is_output, report).map(Some),
+            None => Ok(Some(m)),
+        }
+    }
+
     fn opt_matrix(
+        &self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Option<Matrix>, ModelError> {
+        self.opt_matrix_as(name, cols, rows, false)
+    }
+
+    /// The matrix as stored in the file: a view of its bytes.
+    fn opt_file_matrix(
         &self,
         name: &str,
         cols: usize,
@@ -132,20 +164,30 @@ pub fn embedding_shape(file: &GgufFile) -> Result<(usize, usize), ModelError> {
 }
 
 impl ModelWeights {
+    /// Reads the weights; with `quantize`, float matrices are re-encoded in memory (see
+    /// [`load_quant`]) and the second value says what was done.
     pub fn load(
         file: &GgufFile,
         spec: &ArchSpec,
         cfg: &ModelConfig,
-    ) -> Result<ModelWeights, ModelError> {
-        let l = Loader { file };
+        quantize: Option<DType>,
+    ) -> Result<(ModelWeights, Option<LoadQuantization>), ModelError> {
+        let l = Loader {
+            file,
+            quantize: quantize.map(|t| Mutex::new(LoadQuantization::new(t))),
+        };
         let n_embd = cfg.n_embd;
         let q_dim = cfg.n_head * cfg.head_dim_k;
         let k_dim = cfg.n_head_kv * cfg.head_dim_k;
         let v_dim = cfg.n_head_kv * cfg.head_dim_v;
         let o_in = cfg.n_head * cfg.head_dim_v;
 
-        let token_embd = l.matrix("token_embd.weight", n_embd, cfg.vocab_size)?;
-        let output = match l.opt_matrix("output.weight", n_embd, cfg.vocab_size)? {
+        // A token embedding that doubles as the unembedding gets the output's type.
+        let tied = file.tensor("output.weight").is_none();
+        let token_embd = l
+            .opt_matrix_as("token_embd.weight", n_embd, cfg.vocab_size, tied)?
+            .ok_or_else(|| Loader::missing("token_embd.weight"))?;
+        let output = match l.opt_matrix_as("output.weight", n_embd, cfg.vocab_size, true)? {
             Some(m) => m,
             None => token_embd.clone(),
         };
@@ -184,13 +226,17 @@ impl ModelWeights {
             });
         }
 
-        Ok(ModelWeights {
+        let weights = ModelWeights {
             token_embd,
             output_norm: l.vector("output_norm.weight", n_embd)?,
             output,
             output_bias: l.opt_vector("output.bias", cfg.vocab_size)?,
             rope_freq_factors: l.opt_vector("rope_freqs.weight", cfg.n_rot / 2)?,
             layers,
-        })
+        };
+        let report = l
+            .quantize
+            .map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()));
+        Ok((weights, report))
     }
 }

@@ -55,12 +55,17 @@ pub trait Backend: Send + 'static {
     fn truncate(&mut self, slot: usize, n: usize);
     /// Runs `tokens` at the end of `slot`'s cache and returns the last token's logits.
     fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
-    /// One decode token for each of several slots. Engines without a batched forward
-    /// keep this default, which loops over the slots one at a time.
-    fn forward_batch(&mut self, batch: &[(usize, u32)]) -> Vec<Result<Vec<f32>, EngineError>> {
+    /// Runs each entry's tokens at the end of its slot's cache and returns each entry's
+    /// last-token logits, in entry order. A slot appears at most once. Engines that can
+    /// run them as one pass (every weight product shared by all entries' tokens) do;
+    /// this default runs the entries one at a time.
+    fn forward_batch(
+        &mut self,
+        batch: &[(usize, &[u32])],
+    ) -> Vec<Result<Vec<f32>, EngineError>> {
         batch
             .iter()
-            .map(|&(slot, token)| self.forward(slot, &[token]))
+            .map(|&(slot, tokens)| self.forward(slot, tokens))
             .collect()
     }
 }

@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mote_model::{KvPrecision, LoadOptions};
 use mote_session::SamplerConfig;
 
 use crate::engine::{Backend, Frontend};
@@ -60,6 +61,12 @@ pub struct ServeArgs {
     /// Kernel worker threads; 0: one per physical core.
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
+    /// KV cache type for keys: f16 (default, as llama.cpp), f32 or q8_0. Also -ctk.
+    #[arg(long = "cache-type-k", default_value_t = KvPrecision::F16, value_name = "TYPE")]
+    pub cache_type_k: KvPrecision,
+    /// KV cache type for values: f16 (default), f32 or q8_0. Also -ctv.
+    #[arg(long = "cache-type-v", default_value_t = KvPrecision::F16, value_name = "TYPE")]
+    pub cache_type_v: KvPrecision,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub body_limit: usize,
@@ -209,8 +216,14 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
     if args.parallel == 0 {
         return Err(ServerError::Flag("--parallel must be at least 1".into()));
     }
+    let opts = LoadOptions {
+        threads: args.threads,
+        cache_type_k: args.cache_type_k,
+        cache_type_v: args.cache_type_v,
+        ..Default::default()
+    };
     let (frontend, backend, n_ctx) =
-        model_engine::load(&args.model, args.threads, args.parallel, args.ctx_size)?;
+        model_engine::load_with(&args.model, &opts, args.parallel, args.ctx_size)?;
     let config = ServerConfig {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         n_ctx,
@@ -235,9 +248,11 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
             })?;
         let local: SocketAddr = listener.local_addr()?;
         eprintln!(
-            "mote serve: {} on http://{local}/ ({} slots x {n_ctx} positions)",
+            "mote serve: {} on http://{local}/ ({} slots x {n_ctx} positions, KV cache {}/{})",
             frontend.model_id(),
-            args.parallel
+            args.parallel,
+            args.cache_type_k,
+            args.cache_type_v
         );
         let server = Server::new(frontend, Box::new(backend), config);
         server.serve(listener, shutdown_signal()).await

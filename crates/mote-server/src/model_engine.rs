@@ -48,15 +48,22 @@ pub fn load(
     n_slots: usize,
     n_ctx: usize,
 ) -> Result<(Arc<ModelFrontend>, ModelBackend, usize), LoadError> {
+    let opts = LoadOptions {
+        threads,
+        ..Default::default()
+    };
+    load_with(path, &opts, n_slots, n_ctx)
+}
+
+/// [`load`] with every model option (threads, KV cache precisions).
+pub fn load_with(
+    path: &Path,
+    opts: &LoadOptions,
+    n_slots: usize,
+    n_ctx: usize,
+) -> Result<(Arc<ModelFrontend>, ModelBackend, usize), LoadError> {
     let shown = path.display().to_string();
-    let model = Model::load(
-        path,
-        &LoadOptions {
-            threads,
-            ..Default::default()
-        },
-    )
-    .map_err(|source| LoadError::Model {
+    let model = Model::load(path, opts).map_err(|source| LoadError::Model {
         path: shown.clone(),
         source,
     })?;
@@ -153,27 +160,27 @@ impl Backend for ModelBackend {
             .map_err(|e| EngineError::Model(e.to_string()))
     }
 
-    /// All slots decode in one model pass: their tokens share every weight product.
-    fn forward_batch(&mut self, batch: &[(usize, u32)]) -> Vec<Result<Vec<f32>, EngineError>> {
+    /// All entries (decode tokens and prompt chunks alike) run in one model pass: their
+    /// tokens share every weight product; attention stays per slot.
+    fn forward_batch(
+        &mut self,
+        batch: &[(usize, &[u32])],
+    ) -> Vec<Result<Vec<f32>, EngineError>> {
         let mut slots: Vec<usize> = batch.iter().map(|&(s, _)| s).collect();
         slots.sort_unstable();
         slots.dedup();
         let distinct = slots.len() == batch.len() && slots.iter().all(|&s| s < self.caches.len());
         if !distinct || batch.len() < 2 {
             // Nothing to share (or a slot twice / unknown): one at a time.
-            return batch
-                .iter()
-                .map(|&(slot, token)| self.forward(slot, &[token]))
-                .collect();
+            return self.forward_each(batch);
         }
-        let tokens: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
         // Hand each listed slot's cache out once, in batch order.
         let mut caches: Vec<Option<&mut KvCache>> = self.caches.iter_mut().map(Some).collect();
         let mut items: Vec<BatchItem> = Vec::with_capacity(batch.len());
-        for (&(slot, _), token) in batch.iter().zip(&tokens) {
+        for &(slot, tokens) in batch {
             if let Some(cache) = caches[slot].take() {
                 items.push(BatchItem {
-                    tokens: std::slice::from_ref(token),
+                    tokens,
                     cache,
                     all_logits: false,
                 });
@@ -181,10 +188,22 @@ impl Backend for ModelBackend {
         }
         match self.model.forward_batch(&mut items) {
             Ok(logits) => logits.into_iter().map(Ok).collect(),
-            Err(e) => batch
-                .iter()
-                .map(|_| Err(EngineError::Model(e.to_string())))
-                .collect(),
+            // A failed pass leaves every cache as it was, so running the entries one by
+            // one gives the error to the entry that caused it (a full context, say) and
+            // lets the others go on.
+            Err(_) => {
+                drop(items);
+                self.forward_each(batch)
+            }
         }
+    }
+}
+
+impl ModelBackend {
+    fn forward_each(&mut self, batch: &[(usize, &[u32])]) -> Vec<Result<Vec<f32>, EngineError>> {
+        batch
+            .iter()
+            .map(|&(slot, tokens)| self.forward(slot, tokens))
+            .collect()
     }
 }

@@ -1,10 +1,16 @@
 //! The scheduler thread: owns the model's [`Backend`], keeps `N` slots (one KV cache each)
-//! and a bounded queue of requests waiting for a slot, and steps every active slot in turn.
+//! and a bounded queue of requests waiting for a slot, and steps every active slot together.
 //!
-//! Each step prefills at most one prompt chunk per slot and then runs one decode token for
-//! every decoding slot through [`Backend::forward_batch`] (a loop over slots unless the
-//! engine batches them). A slot keeps its cache and the tokens in it after a request ends,
-//! so a later request sharing a prompt prefix (a chat that goes on) only computes the rest.
+//! Continuous batching: each step is ONE [`Backend::forward_batch`] holding the decode
+//! token of every generating slot plus a prompt chunk of every slot still prefilling, at
+//! most [`STEP_TOKENS`] tokens in all. Decoding slots always take part (a long prompt
+//! slows their step but never skips it); the rest of the budget is shared fairly among
+//! the prompts. Every weight matrix is then read once per step for all of them, so a new
+//! request's prompt costs the decoding slots little. After the pass, slots that decoded
+//! or finished their prompt sample their next token.
+//!
+//! A slot keeps its cache and the tokens in it after a request ends, so a later request
+//! sharing a prompt prefix (a chat that goes on) only computes the rest.
 //!
 //! Requests talk back through an unbounded channel of [`GenEvent`]s; when the receiving side
 //! is dropped (the client went away) the generation is cancelled and its slot freed.
@@ -22,9 +28,27 @@ use crate::metrics::Metrics;
 use mote_session::stream::TextStream;
 use mote_session::Sampler;
 
-/// Prompt tokens computed per slot per step, so one long prompt does not stall the
-/// streams of the other slots for its whole prefill.
-const PREFILL_CHUNK: usize = 256;
+/// Tokens per step, decode tokens and prompt chunks together (llama.cpp's `n_batch`):
+/// large enough that prompt processing runs at full matrix-product speed, small enough
+/// that a long prompt delays the other slots' next token by one step of this size only.
+const STEP_TOKENS: usize = 512;
+
+/// How many of `wanted[i]` tokens each prompt gets from `budget`: the shortest prompts
+/// are served in full first and the rest split evenly (water-filling), so several long
+/// prompts advance together and a short one is not held back by them. Every prompt gets
+/// at least one token, so none waits forever, even when the budget is smaller.
+fn share_budget(wanted: &[usize], budget: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_by_key(|&i| wanted[i]);
+    let mut given = vec![0; wanted.len()];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        let fair = left / (order.len() - k);
+        given[i] = wanted[i].min(fair.max(1));
+        left = left.saturating_sub(given[i]);
+    }
+    given
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -335,7 +359,9 @@ impl Worker {
     }
 
     fn step(&mut self) {
+        // Decode entries first: every generating slot takes part in every step.
         let mut decode: Vec<(usize, u32)> = Vec::new();
+        let mut prefill: Vec<(usize, usize)> = Vec::new(); // (slot, prompt tokens left)
         for i in 0..self.slots.len() {
             let Some(job) = &self.slots[i].job else {
                 continue;
@@ -350,54 +376,63 @@ impl Worker {
                 continue;
             }
             if job.prefilled < job.prompt.len() {
-                let outcome = self.prefill(i);
-                self.settle(i, outcome);
+                prefill.push((i, job.prompt.len() - job.prefilled));
             } else if let Some(&last) = job.generated.last() {
                 decode.push((i, last));
             }
         }
-        if decode.is_empty() {
+        if decode.is_empty() && prefill.is_empty() {
             return;
         }
+        let wanted: Vec<usize> = prefill.iter().map(|&(_, left)| left).collect();
+        let chunks = share_budget(&wanted, STEP_TOKENS.saturating_sub(decode.len()));
+
+        // Each entry's tokens, owned here so the batch can borrow them.
+        let mut entries: Vec<(usize, Vec<u32>)> = decode
+            .iter()
+            .map(|&(slot, token)| (slot, vec![token]))
+            .collect();
+        for (&(slot, _), &take) in prefill.iter().zip(&chunks) {
+            if let Some(job) = &self.slots[slot].job {
+                let end = job.prefilled + take;
+                entries.push((slot, job.prompt[job.prefilled..end].to_vec()));
+            }
+        }
+        let batch: Vec<(usize, &[u32])> = entries.iter().map(|(s, t)| (*s, &t[..])).collect();
+
         let started = Instant::now();
-        let results = self.backend.forward_batch(&decode);
+        let results = self.backend.forward_batch(&batch);
         self.shared
             .metrics
             .record_decode(started.elapsed().as_secs_f64());
-        for (&(slot, token), result) in decode.iter().zip(results) {
+
+        let mut sampled = 0u64;
+        for ((slot, tokens), result) in entries.into_iter().zip(results) {
             let outcome = match result {
                 Ok(logits) => {
-                    self.slots[slot].cached.push(token);
-                    self.sample_and_emit(slot, logits)
+                    self.slots[slot].cached.extend_from_slice(&tokens);
+                    match &mut self.slots[slot].job {
+                        Some(job) if job.prefilled < job.prompt.len() => {
+                            job.prefilled += tokens.len();
+                            if job.prefilled < job.prompt.len() {
+                                Outcome::Continue
+                            } else {
+                                sampled += 1;
+                                self.sample_and_emit(slot, logits)
+                            }
+                        }
+                        Some(_) => {
+                            sampled += 1;
+                            self.sample_and_emit(slot, logits)
+                        }
+                        None => Outcome::Continue,
+                    }
                 }
                 Err(e) => Outcome::Failed(e.to_string()),
             };
             self.settle(slot, outcome);
         }
-        self.update_rate(decode.len() as u64);
-    }
-
-    fn prefill(&mut self, slot: usize) -> Outcome {
-        let Some(job) = &mut self.slots[slot].job else {
-            return Outcome::Continue;
-        };
-        let end = (job.prefilled + PREFILL_CHUNK).min(job.prompt.len());
-        let chunk = job.prompt[job.prefilled..end].to_vec();
-        match self.backend.forward(slot, &chunk) {
-            Ok(logits) => {
-                self.slots[slot].cached.extend_from_slice(&chunk);
-                let Some(job) = &mut self.slots[slot].job else {
-                    return Outcome::Continue;
-                };
-                job.prefilled = end;
-                if end < job.prompt.len() {
-                    Outcome::Continue
-                } else {
-                    self.sample_and_emit(slot, logits)
-                }
-            }
-            Err(e) => Outcome::Failed(e.to_string()),
-        }
+        self.update_rate(sampled);
     }
 
     fn sample_and_emit(&mut self, slot: usize, logits: Vec<f32>) -> Outcome {
@@ -480,5 +515,23 @@ impl Worker {
             self.window_tokens = 0;
             self.window_start = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_budget;
+
+    #[test]
+    fn budget_serves_short_prompts_whole_and_splits_the_rest() {
+        assert_eq!(share_budget(&[10, 1000, 1000], 500), vec![10, 245, 245]);
+        assert_eq!(share_budget(&[3, 4], 512), vec![3, 4]);
+        assert_eq!(share_budget(&[600], 508), vec![508]);
+        assert_eq!(share_budget(&[], 512), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn every_prompt_advances_even_past_the_budget() {
+        assert_eq!(share_budget(&[5, 5, 5], 1), vec![1, 1, 1]);
     }
 }
