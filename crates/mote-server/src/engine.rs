@@ -59,10 +59,7 @@ pub trait Backend: Send + 'static {
     /// last-token logits, in entry order. A slot appears at most once. Engines that can
     /// run them as one pass (every weight product shared by all entries' tokens) do;
     /// this default runs the entries one at a time.
-    fn forward_batch(
-        &mut self,
-        batch: &[(usize, &[u32])],
-    ) -> Vec<Result<Vec<f32>, EngineError>> {
+    fn forward_batch(&mut self, batch: &[(usize, &[u32])]) -> Vec<Result<Vec<f32>, EngineError>> {
         batch
             .iter()
             .map(|&(slot, tokens)| self.forward(slot, tokens))

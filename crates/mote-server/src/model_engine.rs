@@ -67,6 +67,9 @@ pub fn load_with(
         path: shown.clone(),
         source,
     })?;
+    if let Some(q) = model.load_quantization() {
+        eprintln!("mote serve: {}", q.summary());
+    }
     let tokenizer = Tokenizer::from_gguf(model.gguf()).map_err(|source| LoadError::Tokenizer {
         path: shown.clone(),
         source,
@@ -162,10 +165,7 @@ impl Backend for ModelBackend {
 
     /// All entries (decode tokens and prompt chunks alike) run in one model pass: their
     /// tokens share every weight product; attention stays per slot.
-    fn forward_batch(
-        &mut self,
-        batch: &[(usize, &[u32])],
-    ) -> Vec<Result<Vec<f32>, EngineError>> {
+    fn forward_batch(&mut self, batch: &[(usize, &[u32])]) -> Vec<Result<Vec<f32>, EngineError>> {
         let mut slots: Vec<usize> = batch.iter().map(|&(s, _)| s).collect();
         slots.sort_unstable();
         slots.dedup();

@@ -215,7 +215,13 @@ async fn concurrent_requests_match_their_solo_runs() {
     let prompts: Vec<String> = [1usize, 9, 3, 25, 6, 14]
         .iter()
         .enumerate()
-        .map(|(i, &n)| format!("{} {}", ["Once", "The sky", "A cat"][i % 3], "and then ".repeat(n)))
+        .map(|(i, &n)| {
+            format!(
+                "{} {}",
+                ["Once", "The sky", "A cat"][i % 3],
+                "and then ".repeat(n)
+            )
+        })
         .collect();
     let text = |t: &str| -> String {
         let v: Value = serde_json::from_str(t).unwrap();
