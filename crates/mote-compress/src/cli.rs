@@ -171,7 +171,8 @@ pub fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
 /// Quantize a GGUF model to another type or one of llama.cpp's mixed presets.
 #[derive(Args, Debug, Clone)]
 pub struct QuantizeArgs {
-    /// Input GGUF model.
+    /// Input GGUF model, or a Hugging Face model folder (config.json, tokenizer.json,
+    /// model.safetensors or shards with model.safetensors.index.json).
     pub input: PathBuf,
     /// Output GGUF file (written to a temporary name, renamed when complete).
     pub output: PathBuf,
@@ -301,39 +302,45 @@ fn collect_hessians(
 
 /// `mote quantize`.
 pub fn run_quantize(args: &QuantizeArgs) -> Result<()> {
-    if args.input.is_dir() {
-        return Err(CompressError::Invalid(format!(
-            "{}: Hugging Face folders are not supported yet; convert to GGUF first",
-            args.input.display()
-        )));
-    }
+    // A folder is a Hugging Face checkpoint (config.json, tokenizer.json, safetensors).
+    let hf = if args.input.is_dir() {
+        if args.method.eq_ignore_ascii_case("gptq") {
+            return Err(CompressError::Invalid(format!(
+                "{}: --method gptq needs a GGUF input (convert the folder with --type F16 first)",
+                args.input.display()
+            )));
+        }
+        Some(crate::hf::HfModel::open(&args.input)?)
+    } else {
+        None
+    };
     let opts = quantize_options(args)?;
     let cancel = cancel_flag();
     let pb = bar(
         0,
         "{spinner} quantize [{bar:30}] {percent}% {elapsed_precise} (eta {eta}) {msg}",
     );
-    let summary = quantize_file(
-        &args.input,
-        &args.output,
-        &opts,
-        &cancel,
-        &mut |done, total, t| {
-            pb.set_length(total);
-            pb.set_position(done);
-            pb.set_message(t.name.clone());
-            if args.show_tensors {
-                pb.println(format!(
-                    "{:<40} {:>18} {:>6} -> {:<6} {:>9.3} MiB",
-                    t.name,
-                    format!("{:?}", t.dims),
-                    t.from,
-                    t.to,
-                    t.bytes_out as f64 / (1 << 20) as f64
-                ));
-            }
-        },
-    );
+    let mut report = |done: u64, total: u64, t: &crate::quantize::TensorReport| {
+        pb.set_length(total);
+        pb.set_position(done);
+        pb.set_message(t.name.clone());
+        if args.show_tensors {
+            pb.println(format!(
+                "{:<40} {:>18} {:>6} -> {:<6} {:>9.3} MiB",
+                t.name,
+                format!("{:?}", t.dims),
+                t.from,
+                t.to,
+                t.bytes_out as f64 / (1 << 20) as f64
+            ));
+        }
+    };
+    let summary = match &hf {
+        Some(model) => {
+            crate::quantize::quantize_source(model, &args.output, &opts, &cancel, &mut report)
+        }
+        None => quantize_file(&args.input, &args.output, &opts, &cancel, &mut report),
+    };
     pb.finish_and_clear();
     let summary = summary?;
     if args.json {

@@ -23,6 +23,8 @@ pub enum CompressError {
     #[error(transparent)]
     Safetensors(#[from] mote_file::SafetensorsError),
     #[error(transparent)]
+    Hf(#[from] crate::hf::HfError),
+    #[error(transparent)]
     Model(#[from] mote_model::ModelError),
     #[error(transparent)]
     Tokenizer(#[from] mote_tokenizer::TokenizerError),

@@ -8,6 +8,7 @@ pub mod calibrate;
 pub mod cli;
 pub mod error;
 pub mod gptq;
+pub mod hf;
 pub mod imatrix;
 pub mod kl;
 pub mod perplexity;

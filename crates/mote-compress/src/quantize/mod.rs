@@ -7,6 +7,7 @@
 
 pub mod policy;
 pub mod preset;
+pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -24,6 +25,7 @@ use crate::error::{CompressError, Result};
 use crate::gptq::{self, Hessian};
 pub use policy::{Policy, Reason};
 pub use preset::Preset;
+pub use source::TensorSource;
 
 /// ggml's quantization format version, written as `general.quantization_version`.
 const QUANTIZATION_VERSION: u32 = 2;
@@ -121,23 +123,28 @@ struct Planned<'a> {
     reason: Reason,
 }
 
-fn model_ints(file: &GgufFile) -> Result<(usize, usize)> {
-    let arch = file.architecture()?.to_string();
-    let n_layer = file.get_u32(&format!("{arch}.block_count"))?.unwrap_or(0) as usize;
-    let heads = file.get_u32(&format!("{arch}.attention.head_count"))?;
-    let heads_kv = file.get_u32(&format!("{arch}.attention.head_count_kv"))?;
-    let n_gqa = match (heads, heads_kv) {
+fn model_ints(meta: &[(String, MetaValue)]) -> Result<(usize, usize)> {
+    let arch = source::meta_str(meta, "general.architecture").ok_or_else(|| {
+        CompressError::Invalid("general.architecture is missing or not a string".into())
+    })?;
+    let int = |k: &str| source::meta_u64(meta, &format!("{arch}.{k}"));
+    let n_layer = int("block_count").unwrap_or(0) as usize;
+    let n_gqa = match (int("attention.head_count"), int("attention.head_count_kv")) {
         (Some(h), Some(kv)) if kv > 0 => (h / kv) as usize,
         _ => 1,
     };
     Ok((n_layer, n_gqa))
 }
 
-fn plan<'a>(file: &'a GgufFile, opts: &QuantizeOptions) -> Result<Vec<Planned<'a>>> {
+fn plan<'a>(
+    tensors: &'a [TensorInfo],
+    meta: &[(String, MetaValue)],
+    opts: &QuantizeOptions,
+) -> Result<Vec<Planned<'a>>> {
     let mut policy = Policy::new(opts.preset, opts.pure, opts.overrides.clone());
-    (policy.n_layer, policy.n_gqa) = model_ints(file)?;
+    (policy.n_layer, policy.n_gqa) = model_ints(meta)?;
     policy.has_imatrix = opts.importance.is_some();
-    let mut order: Vec<&TensorInfo> = file.tensors().iter().collect();
+    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
     order.sort_by(|a, b| policy::llama_order(&a.name, &b.name));
     policy.survey(order.iter().map(|t| t.name.as_str()));
     let mut out = Vec::with_capacity(order.len());
@@ -168,9 +175,8 @@ fn plan<'a>(file: &'a GgufFile, opts: &QuantizeOptions) -> Result<Vec<Planned<'a
     Ok(out)
 }
 
-fn output_metadata(file: &GgufFile, preset: Preset) -> Vec<(String, MetaValue)> {
-    let mut meta: Vec<(String, MetaValue)> = file
-        .metadata_owned()
+fn output_metadata(source: Vec<(String, MetaValue)>, preset: Preset) -> Vec<(String, MetaValue)> {
+    let mut meta: Vec<(String, MetaValue)> = source
         .into_iter()
         .filter(|(k, _)| !k.starts_with("split."))
         .collect();
@@ -205,9 +211,21 @@ pub fn quantize_file(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64, u64, &TensorReport),
 ) -> Result<QuantizeSummary> {
-    let started = std::time::Instant::now();
     let file = GgufFile::open(input)?;
-    let planned = plan(&file, opts)?;
+    quantize_source(&file, output, opts, cancel, progress)
+}
+
+/// [`quantize_file`] from any [`TensorSource`] (a GGUF file, a Hugging Face folder).
+pub fn quantize_source(
+    file: &dyn TensorSource,
+    output: &Path,
+    opts: &QuantizeOptions,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64, u64, &TensorReport),
+) -> Result<QuantizeSummary> {
+    let started = std::time::Instant::now();
+    let meta = file.metadata();
+    let planned = plan(file.tensors(), &meta, opts)?;
     let specs: Vec<TensorSpec> = planned
         .iter()
         .map(|p| TensorSpec {
@@ -221,7 +239,7 @@ pub fn quantize_file(
     } else {
         Some(GgufWriter::create(
             output,
-            &output_metadata(&file, opts.preset),
+            &output_metadata(meta, opts.preset),
             specs,
         )?)
     };
@@ -249,7 +267,7 @@ pub fn quantize_file(
             .map(Vec::as_slice);
         let bytes_out = tensor_bytes_out(&p.info.dims, p.to)?;
         if let Some(w) = writer.as_mut() {
-            let src = file.tensor_bytes(p.info);
+            let src = file.tensor_data(p.info)?;
             let hessian = opts
                 .gptq
                 .as_ref()
