@@ -15,6 +15,7 @@ use mote_tensor::kernels::{quantize_q8, BlockQ8, Dot, Kernels, Q8_BLOCK};
 use mote_tensor::{parallel, quant, DType};
 
 use crate::cache::{KvCache, KvPrecision, LayerKv};
+use crate::ggml_math::{dot16_f16, reduce16, v_expf, LANES};
 
 /// Tokens per query block (one task on the pool).
 const QUERY_BLOCK: usize = 16;
@@ -98,15 +99,12 @@ pub fn attend(p: &AttnParams, seqs: &mut [SeqAttn]) {
         let mut out = task.out.lock().unwrap_or_else(|e| e.into_inner());
         SCRATCH.with(|sc| {
             let mut sc = sc.borrow_mut();
-            attend_block(
-                p,
-                kernels,
-                &views[task.seq],
-                task.t0,
-                task.t1,
-                &mut out,
-                &mut sc,
-            );
+            let view = &views[task.seq];
+            if ggml_order_applies(p, view.cache) {
+                attend_block_ggml(p, view, task.t0, task.t1, &mut out, &mut sc);
+            } else {
+                attend_block(p, kernels, view, task.t0, task.t1, &mut out, &mut sc);
+            }
         });
     };
     if tasks.len() > 1 && pairs >= PARALLEL_MIN_PAIRS {
@@ -127,9 +125,12 @@ struct Scratch {
     max: Vec<f32>,
     sum: Vec<f32>,
     acc: Vec<f32>,
-    /// Decoded value rows (position-major Q8_0 values only).
+    /// Decoded value rows (position-major Q8_0 values only; one transposed row on the
+    /// llama.cpp-order path).
     v: Vec<f32>,
     half: Vec<half::f16>,
+    /// Keys decoded to f32 (llama.cpp-order path).
+    k: Vec<f32>,
 }
 
 thread_local! {
@@ -172,6 +173,110 @@ fn dot_rows<'a, A: 'static>(
             let v = (dot.four)(w, [acts(r), acts(r + 1), acts(last), acts(last)]);
             for (i, x) in v.into_iter().take(left).enumerate() {
                 emit(r + i, x);
+            }
+        }
+    }
+}
+
+/// Whether [`attend_block_ggml`] handles this cache: F16 keys and (transposed) values,
+/// the default, with head sizes that tinyBLAS takes in 16-wide vectors.
+fn ggml_order_applies(p: &AttnParams, cache: &KvCache) -> bool {
+    cache.precisions() == (KvPrecision::F16, KvPrecision::F16)
+        && cache.v_transposed()
+        && p.head_dim_k.is_multiple_of(LANES)
+}
+
+/// Decodes `n` little-endian f16 values from `bytes` into `out[..n]`.
+fn decode_f16(bytes: &[u8], out: &mut [f32], tmp: &mut Vec<half::f16>) {
+    use half::slice::HalfFloatSliceExt;
+    tmp.clear();
+    tmp.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]])),
+    );
+    tmp.convert_to_f32_slice(&mut out[..tmp.len()]);
+}
+
+/// [`attend_block`] computed exactly as llama.cpp does without flash attention and
+/// with an F16 cache (see [`crate::ggml_math`] for why): queries rounded to f16;
+/// scores `K·q` by tinyBLAS's 16-lane chains; the softmax of a whole row at once, with
+/// ggml's `expf`, partial sums of 16 keys (aligned to position 0) added in f64, and the
+/// weights normalised before they are rounded to f16; then `V·p`, again 16-lane chains
+/// over keys aligned to position 0.
+fn attend_block_ggml(
+    p: &AttnParams,
+    s: &SeqView,
+    t0: usize,
+    t1: usize,
+    out: &mut [f32],
+    sc: &mut Scratch,
+) {
+    let (dk, dv) = (p.head_dim_k, p.head_dim_v);
+    let group = p.n_head / p.n_head_kv;
+    let rows = (t1 - t0) * group;
+    let cache = s.cache;
+    let layer: &LayerKv = &cache.layers[s.layer];
+    let k_rb = cache.k_row_bytes();
+    let first_key = |pos: usize| p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    // Keys this block can see, widened down to a multiple of 16: ggml's lanes are
+    // aligned to cache position 0.
+    let (lo, hi) = (first_key(s.start + t0), s.start + t1);
+    let base = lo - lo % LANES;
+    let span = (hi - base).div_ceil(LANES) * LANES;
+    let v_row = layer.v_slots * 2;
+
+    sc.q.resize(rows * dk, 0.0);
+    sc.s.resize(rows * span, 0.0);
+    sc.k.resize(span * dk, 0.0);
+    sc.v.resize(span, 0.0);
+    for g in 0..p.n_head_kv {
+        for (r, qr) in sc.q.chunks_exact_mut(dk).enumerate() {
+            let (t, j) = (t0 + r / group, r % group);
+            let h = g * group + j;
+            qr.copy_from_slice(&s.q[(t * p.n_head + h) * dk..][..dk]);
+        }
+        round_to_f16(&mut sc.q, &mut sc.half);
+        for j in lo..hi {
+            let krow = &layer.k[(j * p.n_head_kv + g) * k_rb..][..k_rb];
+            decode_f16(krow, &mut sc.k[(j - base) * dk..][..dk], &mut sc.half);
+        }
+
+        // Scores and softmax, one query row at a time.
+        for r in 0..rows {
+            let pos = s.start + t0 + r / group;
+            let (a, b) = (first_key(pos) - base, pos + 1 - base);
+            let srow = &mut sc.s[r * span..][..span];
+            srow.fill(0.0);
+            let qr = &sc.q[r * dk..][..dk];
+            let mut max = f32::NEG_INFINITY;
+            for (j, x) in srow[a..b].iter_mut().enumerate() {
+                *x = dot16_f16(qr, &sc.k[(a + j) * dk..][..dk]) * p.scale;
+                max = max.max(*x);
+            }
+            srow[a..b].iter_mut().for_each(|x| *x = v_expf(*x - max));
+            let (c0, c1) = (a - a % LANES, b.div_ceil(LANES) * LANES);
+            let sum: f64 = srow[c0..c1]
+                .chunks_exact(LANES)
+                .map(|c| reduce16(c.try_into().unwrap_or(&[0.0; LANES])) as f64)
+                .sum();
+            let inv = (1.0 / sum) as f32;
+            srow[a..b].iter_mut().for_each(|x| *x *= inv);
+        }
+        round_to_f16(&mut sc.s[..rows * span], &mut sc.half);
+
+        // Weighted values: one transposed value row (one output dimension) at a time.
+        for d in 0..dv {
+            let vrow = &layer.v[(g * dv + d) * v_row..][..v_row];
+            sc.v.fill(0.0);
+            decode_f16(&vrow[lo * 2..hi * 2], &mut sc.v[lo - base..], &mut sc.half);
+            for r in 0..rows {
+                let (t, j) = (r / group, r % group);
+                let pos = s.start + t0 + t;
+                let (a, b) = (first_key(pos) - base, pos + 1 - base);
+                let (c0, c1) = (a - a % LANES, b.div_ceil(LANES) * LANES);
+                let x = dot16_f16(&sc.s[r * span + c0..r * span + c1], &sc.v[c0..c1]);
+                out[(t * p.n_head + g * group + j) * dv + d] = x;
             }
         }
     }

@@ -13,7 +13,7 @@ use crate::norm::rms_norm_rows;
 use crate::observer::{notify_layer, MatmulObserver};
 use crate::profile::{Phase, Profile};
 use crate::rope::{Rope, RopeTable};
-use crate::spec::ArchSpec;
+use crate::spec::{ArchSpec, AttnScale};
 use crate::weights::ModelWeights;
 use crate::{BatchItem, ModelError};
 
@@ -238,6 +238,15 @@ impl Decoder<'_> {
                 );
                 row += len;
             }
+            // Gemma 3 scales the queries (llama.cpp: `ggml_scale(Qcur)` before attention,
+            // softmax scale 1); the others scale the scores in the softmax. The same in
+            // exact arithmetic, not once queries are rounded to f16.
+            let score_scale = if self.spec.attn_scale == AttnScale::Gemma3 {
+                q.iter_mut().for_each(|v| *v *= cfg.attn_scale);
+                1.0
+            } else {
+                cfg.attn_scale
+            };
             prof.mark(Phase::RopeKv);
 
             let params = AttnParams {
@@ -245,7 +254,7 @@ impl Decoder<'_> {
                 n_head_kv: cfg.n_head_kv,
                 head_dim_k: dk,
                 head_dim_v: dv,
-                scale: cfg.attn_scale,
+                scale: score_scale,
                 window: lc.window,
             };
             let mut seqs = Vec::with_capacity(items.len());
@@ -298,7 +307,7 @@ impl Decoder<'_> {
                 acts,
             )?;
             prof.mark(Phase::GateUp);
-            gated_activation(self.spec.activation, gate, up);
+            gated_activation(self.spec.activation, gate, up, cfg.n_ff);
             prof.mark(Phase::Activation);
             notify_layer(self.observer, il, &["ffn_down"], gate, n);
             lw.ffn_down.matmul(gate, n, delta)?;

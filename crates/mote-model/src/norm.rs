@@ -2,15 +2,15 @@
 
 /// Normalises each `weight.len()`-long row of `x` in place.
 ///
-/// The sum of squares is accumulated in f64, as ggml does, so long rows of large
-/// activations lose no precision.
+/// As ggml computes it: each square rounded to f32, the squares summed in f64 in order,
+/// the mean rounded to f32, then `x · (1/sqrt(mean + eps)) · weight` in f32.
 pub fn rms_norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     let dim = weight.len();
     if dim == 0 {
         return;
     }
     for row in x.chunks_exact_mut(dim) {
-        let sum_sq: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let sum_sq: f64 = row.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum_sq / dim as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         for (v, w) in row.iter_mut().zip(weight) {

@@ -1,13 +1,24 @@
 //! Rotary position embedding.
 
+use crate::ggml_math::fma;
 use crate::spec::RopeStyle;
 
-/// Rotation angles of one layer kind: `angle(pos, i) = pos * scale * base^(-2i/n_rot) / factor_i`.
+/// Rotation angles of one layer kind: `angle(pos, i) = scale · pos · base^(-2i/n_rot) / factor_i`.
+///
+/// Computed as llama.cpp does (`ggml_rope_cache_init`): in f32, the per-pair frequency
+/// by repeated multiplication with `base^(-2/n_rot)`, then libm's `cosf`/`sinf`. An f64
+/// angle would be closer to the true one by a few f32 ulps, which is nothing for the
+/// model but enough to make its 8-bit activation roundings drift from llama.cpp's
+/// (see [`crate::ggml_math`]).
 pub struct Rope {
     style: RopeStyle,
     n_rot: usize,
-    /// Per dimension pair, the angle per position.
-    freqs: Vec<f64>,
+    /// `base^(-2/n_rot)`, the ratio between consecutive pairs' frequencies.
+    theta_scale: f32,
+    /// Frequency scale (linear RoPE scaling; 1 for none).
+    scale: f32,
+    /// Per dimension pair, the divisor of the angle (`rope_freqs`; 1 for none).
+    factors: Vec<f32>,
 }
 
 /// cos/sin of every (position, pair) of one forward call.
@@ -27,23 +38,22 @@ impl Rope {
         factors: Option<&[f32]>,
     ) -> Rope {
         let half = n_rot / 2;
-        let freqs = (0..half)
-            .map(|i| {
-                let f = (base as f64).powf(-2.0 * i as f64 / n_rot as f64) * scale as f64;
-                match factors.and_then(|fs| fs.get(i)) {
-                    Some(&d) if d != 0.0 => f / d as f64,
-                    _ => f,
-                }
+        let factors = (0..half)
+            .map(|i| match factors.and_then(|fs| fs.get(i)) {
+                Some(&d) if d != 0.0 => d,
+                _ => 1.0,
             })
             .collect();
         Rope {
             style,
             n_rot,
-            freqs,
+            theta_scale: base.powf(-2.0 / n_rot as f32),
+            scale,
+            factors,
         }
     }
 
-    /// Angles for `positions` (computed in f64, then rounded, to keep large positions exact).
+    /// Angles for `positions`.
     #[cfg(test)]
     pub fn table(&self, positions: std::ops::Range<usize>) -> RopeTable {
         let mut t = RopeTable::default();
@@ -53,14 +63,16 @@ impl Rope {
 
     /// [`Rope::table`] into an existing table, re-using its memory.
     pub fn fill_table(&self, positions: std::ops::Range<usize>, table: &mut RopeTable) {
-        table.n_pairs = self.freqs.len();
+        table.n_pairs = self.factors.len();
         table.cos.clear();
         table.sin.clear();
         for p in positions {
-            for &f in &self.freqs {
-                let (s, c) = (p as f64 * f).sin_cos();
-                table.cos.push(c as f32);
-                table.sin.push(s as f32);
+            let mut theta = p as f32;
+            for &ff in &self.factors {
+                let t = self.scale * (theta / ff);
+                table.cos.push(t.cos());
+                table.sin.push(t.sin());
+                theta *= self.theta_scale;
             }
         }
     }
@@ -75,21 +87,26 @@ impl Rope {
                 RopeStyle::Adjacent => {
                     for (i, pair) in rot.chunks_exact_mut(2).enumerate() {
                         let (a, b) = (pair[0], pair[1]);
-                        pair[0] = a * cos[i] - b * sin[i];
-                        pair[1] = a * sin[i] + b * cos[i];
+                        (pair[0], pair[1]) = rotate(a, b, cos[i], sin[i]);
                     }
                 }
                 RopeStyle::Neox => {
                     let (lo, hi) = rot.split_at_mut(self.n_rot / 2);
                     for i in 0..lo.len() {
                         let (a, b) = (lo[i], hi[i]);
-                        lo[i] = a * cos[i] - b * sin[i];
-                        hi[i] = a * sin[i] + b * cos[i];
+                        (lo[i], hi[i]) = rotate(a, b, cos[i], sin[i]);
                     }
                 }
             }
         }
     }
+}
+
+/// `(a·c − b·s, a·s + b·c)` with the first product of each fused, as ggml's
+/// `rotate_pairs` compiles (GCC contracts `x0*cos - x1*sin` to `fma(x0, cos, -(x1*sin))`).
+#[inline(always)]
+fn rotate(a: f32, b: f32, c: f32, s: f32) -> (f32, f32) {
+    (fma(a, c, -(b * s)), fma(a, s, b * c))
 }
 
 #[cfg(test)]
