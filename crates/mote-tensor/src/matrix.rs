@@ -7,7 +7,8 @@
 use std::sync::Mutex;
 
 use crate::kernels::{
-    quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Dot, Kernels, Plan, Q8_BLOCK, QK_K,
+    quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Dot, Gemm, Kernels, Plan, Unpacked, Q8_BLOCK,
+    QK_K,
 };
 use crate::parallel::{self, Pool};
 use crate::quant::{self, QuantError};
@@ -215,21 +216,11 @@ pub fn matmul_many_using(
     let (q8_row, q8k_row) = ((cols / Q8_BLOCK).max(1), (cols / QK_K).max(1));
     if plans.iter().any(|p| matches!(p, Plan::Q8(_))) {
         scratch.q8.resize(n * q8_row, BlockQ8::default());
-        for (xb, ab) in x
-            .chunks_exact(cols)
-            .zip(scratch.q8.chunks_exact_mut(q8_row))
-        {
-            quantize_q8(xb, ab);
-        }
+        quantize_rows(pool, x, cols, &mut scratch.q8, q8_row, quantize_q8);
     }
     if plans.iter().any(|p| matches!(p, Plan::Q8K(_))) {
         scratch.q8k.resize(n * q8k_row, BlockQ8K::default());
-        for (xb, ab) in x
-            .chunks_exact(cols)
-            .zip(scratch.q8k.chunks_exact_mut(q8k_row))
-        {
-            quantize_q8k(xb, ab);
-        }
+        quantize_rows(pool, x, cols, &mut scratch.q8k, q8k_row, quantize_q8k);
     }
 
     // Split every product's rows in proportion to its share of all rows.
@@ -273,12 +264,53 @@ pub fn matmul_many_using(
         let w = &m.data()[task.first * row_bytes..];
         match plans[task.product] {
             Plan::Float(dot) => tile(dot, w, row_bytes, x, cols, &mut outs),
-            Plan::Q8(dot) => tile(dot, w, row_bytes, q8, q8_row, &mut outs),
+            Plan::Q8(dot) => match dot.gemm {
+                Some(gemm) if outs.len() >= GEMM_MIN_INPUTS => {
+                    let layout = (m.dtype, row_bytes, q8_row);
+                    tile_unpacked(gemm, dot, layout, w, q8, &mut outs)
+                }
+                _ => tile(dot, w, row_bytes, q8, q8_row, &mut outs),
+            },
             Plan::Q8K(dot) => tile(dot, w, row_bytes, q8k, q8k_row, &mut outs),
             Plan::Dequantize => {}
         }
     });
     Ok(())
+}
+
+/// Quantizes every input row (`cols` values of `x`) into its `per_row` blocks of `out`,
+/// split over the pool when there are enough rows to pay for the wake-up (a prefill
+/// quantizes hundreds of rows, which on one thread would cap the speed-up of the
+/// products that follow).
+fn quantize_rows<T: Send>(
+    pool: &Pool,
+    x: &[f32],
+    cols: usize,
+    out: &mut [T],
+    per_row: usize,
+    quantize: fn(&[f32], &mut [T]),
+) {
+    let n = out.len() / per_row.max(1);
+    let tasks = if pool.threads() > 1 && n.saturating_mul(cols) >= PARALLEL_MIN_WORK / 4 {
+        (2 * pool.threads()).min(n)
+    } else {
+        1
+    };
+    if tasks <= 1 {
+        for (xb, ab) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per_row)) {
+            quantize(xb, ab);
+        }
+        return;
+    }
+    let chunk = n.div_ceil(tasks);
+    let parts: Vec<Mutex<&mut [T]>> = out.chunks_mut(chunk * per_row).map(Mutex::new).collect();
+    pool.run(parts.len(), &|t| {
+        let mut part = parts[t].lock().unwrap_or_else(|e| e.into_inner());
+        let xs = &x[t * chunk * cols..];
+        for (xb, ab) in xs.chunks_exact(cols).zip(part.chunks_exact_mut(per_row)) {
+            quantize(xb, ab);
+        }
+    });
 }
 
 /// Output rows per tile: the weights of this many rows are reused for every activation
@@ -329,6 +361,65 @@ fn tile<A>(
         for (b, out) in outs.iter_mut().enumerate().skip(b) {
             for (r, o) in out.iter_mut().enumerate().take(r1).skip(r0) {
                 *o = (dot.one)(weights(r), act(b));
+            }
+        }
+    }
+}
+
+/// From this many activation rows on, legacy-type weights are unpacked once per
+/// [`GEMM_ROWS`] rows and multiplied with [`Dot::gemm`]; below it the unpacking would
+/// cost more than decoding every block once per four activation rows.
+const GEMM_MIN_INPUTS: usize = 16;
+
+/// Weight rows unpacked at a time (about 20 KiB at 640 columns): they stay in L1 while
+/// every activation row passes by.
+const GEMM_ROWS: usize = 32;
+
+/// [`tile`] for weights with a [`Gemm`] kernel: unpacks [`GEMM_ROWS`] weight rows at a
+/// time, then runs four weight rows × four activation rows per kernel call. The last
+/// `n % 4` activation rows take the one-row kernel. `layout`: the weight type, bytes per
+/// weight row, blocks per activation row.
+fn tile_unpacked(
+    gemm: Gemm<BlockQ8>,
+    dot: Dot<BlockQ8>,
+    layout: (DType, usize, usize),
+    w: &[u8],
+    acts: &[BlockQ8],
+    outs: &mut [&mut [f32]],
+) {
+    let (dtype, row_bytes, per_row) = layout;
+    let n = outs.len();
+    let rows = outs.first().map_or(0, |o| o.len());
+    let act = |b: usize| &acts[b * per_row..(b + 1) * per_row];
+    let mut unpacked = Unpacked::default();
+    for r0 in (0..rows).step_by(GEMM_ROWS) {
+        let r1 = (r0 + GEMM_ROWS).min(rows);
+        let wr = &w[r0 * row_bytes..];
+        if !unpacked.fill(dtype, wr, row_bytes, r1 - r0, per_row) {
+            // Not a type `Unpacked` takes: the per-row kernels do it all.
+            let mut rest: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[r0..r1]).collect();
+            tile(dot, wr, row_bytes, acts, per_row, &mut rest);
+            continue;
+        }
+        let mut b = 0;
+        while b + 4 <= n {
+            let a4 = [act(b), act(b + 1), act(b + 2), act(b + 3)];
+            for g in 0..unpacked.groups {
+                let y = gemm(&unpacked, g, a4);
+                for (i, yr) in y.iter().enumerate() {
+                    let r = r0 + 4 * g + i;
+                    if r < r1 {
+                        for (j, &v) in yr.iter().enumerate() {
+                            outs[b + j][r] = v;
+                        }
+                    }
+                }
+            }
+            b += 4;
+        }
+        for (b, out) in outs.iter_mut().enumerate().skip(b) {
+            for (r, o) in out.iter_mut().enumerate().take(r1).skip(r0) {
+                *o = (dot.one)(&w[r * row_bytes..(r + 1) * row_bytes], act(b));
             }
         }
     }

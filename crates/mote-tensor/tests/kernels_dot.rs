@@ -205,3 +205,75 @@ fn kernel_paths_are_named_and_forced_safely() {
         Kernels::active().path
     );
 }
+
+/// The batch kernels on unpacked weight rows (`Dot::gemm`): four weight rows × four
+/// activation rows against the scalar twin (`scalar::gemm_q8`, exact with exact data)
+/// and against the scalar one-row dot on the packed rows.
+#[test]
+fn gemm_kernels_match_scalar() {
+    use mote_tensor::kernels::{scalar, Unpacked};
+    let mut rng = Rng::new(6);
+    let s = &scalar::KERNELS;
+    for k in tables().into_iter().skip(1) {
+        for dtype in [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q8_0,
+        ] {
+            let (Plan::Q8(fast), Plan::Q8(slow)) = (k.plan(dtype), s.plan(dtype)) else {
+                panic!("{dtype}: not a Q8 plan");
+            };
+            let Some(gemm) = fast.gemm else {
+                continue;
+            };
+            for exact in [true, false] {
+                for (rows, nb) in [(4, 1), (5, 3), (8, 7), (3, 20)] {
+                    let cols = nb * dtype.block_len();
+                    let rb = dtype.block_bytes() * nb;
+                    let w = random_weights(&mut rng, dtype, rows * cols, exact);
+                    let mut t = Unpacked::default();
+                    assert!(t.fill(dtype, &w, rb, rows, nb));
+                    let acts: Vec<Vec<BlockQ8>> =
+                        (0..4).map(|_| random_q8(&mut rng, nb, exact)).collect();
+                    let a4 = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
+                    let ctx = format!(
+                        "{} {dtype} gemm rows={rows} blocks={nb} exact={exact}",
+                        k.path
+                    );
+                    for g in 0..rows.div_ceil(4) {
+                        let got = gemm(&t, g, a4);
+                        let twin = scalar::gemm_q8(&t, g, a4);
+                        for (r, (gr, tr)) in got.iter().zip(&twin).enumerate() {
+                            let row = 4 * g + r;
+                            for b in 0..4 {
+                                if row >= rows {
+                                    assert_eq!(gr[b], 0.0, "{ctx}: padding row {row}");
+                                    continue;
+                                }
+                                let wr = &w[row * rb..(row + 1) * rb];
+                                let want = (slow.one)(wr, a4[b]);
+                                let wf = dequantize_with_scalar(dtype, wr, cols);
+                                let (_, mag) = dot64(&wf, &dequantize_q8(a4[b]));
+                                compare(want, tr[b], mag, exact, &ctx);
+                                compare(tr[b], gr[b], mag, exact, &ctx);
+                            }
+                        }
+                    }
+                    // Shorter activation rows bound the blocks, as the dot kernels do.
+                    if nb > 1 {
+                        let short = [&acts[0][..1], a4[1], a4[2], a4[3]];
+                        let got = gemm(&t, 0, short);
+                        let twin = scalar::gemm_q8(&t, 0, short);
+                        for (gr, tr) in got.iter().zip(&twin) {
+                            for b in 0..4 {
+                                compare(tr[b], gr[b], 1.0, exact, &ctx);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

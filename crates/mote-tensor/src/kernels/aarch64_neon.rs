@@ -44,7 +44,11 @@ macro_rules! neon_dot {
             // SAFETY: as in `one`; `nb` blocks lie inside the weights and all four rows.
             unsafe { entry::<4>(w.as_ptr(), a.map(|s| s.as_ptr()), nb) }
         }
-        Dot { one, four }
+        Dot {
+            one,
+            four,
+            gemm: None,
+        }
     }};
 }
 

@@ -74,7 +74,7 @@ impl Default for BlockQ8K {
 }
 
 /// Quantizes `x` (whose length is `out.len() * 32`; extra values are ignored) to Q8 blocks:
-/// `d = max|x| / 127` rounded to f16, `qs = round(x / d)`.
+/// `d = max|x| / 127` rounded to f16, `qs = round(x / d)` (ties to even).
 pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
     for (blk, xs) in out.iter_mut().zip(x.chunks_exact(Q8_BLOCK)) {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -82,9 +82,11 @@ pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in blk.qs.iter_mut().zip(xs) {
-            // `as` saturates, so NaN/inf inputs give garbage values, never UB; clamping
-            // keeps -128 out, which the sign trick in the SIMD kernels cannot take.
-            let r = (v * id).round().clamp(-127.0, 127.0) as i8;
+            // Ties to even with ggml's float trick (as its SIMD quantizers round):
+            // `f32::round` is a libm call on x86-64 without SSE4.1. NaN/inf inputs give
+            // garbage values, never UB; clamping keeps -128 out, which the sign trick in
+            // the SIMD kernels cannot take.
+            let r = crate::quant::search::nearest_int(v * id).clamp(-127, 127) as i8;
             *q = r;
             sum += r as i32;
         }
@@ -133,6 +135,135 @@ pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
 pub struct Dot<A: 'static> {
     pub one: fn(&[u8], &[A]) -> f32,
     pub four: fn(&[u8], [&[A]; 4]) -> [f32; 4],
+    /// For batches: four weight rows of an [`Unpacked`] tile times four activation rows,
+    /// where this path has such a kernel (legacy block types on x86).
+    pub gemm: Option<Gemm<A>>,
+}
+
+/// `gemm(tile, g, acts)[r][b]`: row `4g + r` of `tile` times `acts[b]`, over the tile's
+/// blocks (every activation row must hold at least that many).
+pub type Gemm<A> = fn(&Unpacked, usize, [&[A]; 4]) -> [[f32; 4]; 4];
+
+/// Weight rows of a legacy block type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) decoded once, so
+/// that a batch product decodes every weight block once for all its activation rows
+/// instead of once per four.
+///
+/// Each weight is `d · (u − offset) + m`, with `u` an unsigned byte: the x86 kernels
+/// multiply unsigned by signed bytes, and `Σ (u − offset) · y` is `Σ u · y` less
+/// `offset · Σ y`, exactly. Rows are interleaved by four: for row group `g` and block
+/// `k`, the 32 bytes of rows `4g..4g + 4` follow one another (128 bytes at
+/// `(g · blocks + k) · 128`), and so do their four `d` and four `m` (at
+/// `(g · blocks + k) · 4`). Rows past the last real one are zero.
+#[derive(Clone, Debug, Default)]
+pub struct Unpacked {
+    pub dtype: Option<DType>,
+    /// Blocks of 32 per row.
+    pub blocks: usize,
+    /// Groups of four rows.
+    pub groups: usize,
+    /// Subtracted from every `u`: 8 (Q4_0), 16 (Q5_0), 128 (Q8_0), 0 (types with `m`).
+    pub offset: u8,
+    /// Whether `m` is used (Q4_1, Q5_1); else it is all zero.
+    pub has_min: bool,
+    pub u: Vec<u8>,
+    pub d: Vec<f32>,
+    pub m: Vec<f32>,
+}
+
+impl Unpacked {
+    /// Decodes `rows` rows of `dtype`, `row_bytes` apart from the start of `w`, `blocks`
+    /// blocks each. Returns false (and leaves `self` empty) for types it does not take
+    /// or when `w` is too short.
+    pub fn fill(
+        &mut self,
+        dtype: DType,
+        w: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        blocks: usize,
+    ) -> bool {
+        let (bb, offset, has_min) = match dtype {
+            DType::Q4_0 => (18, 8, false),
+            DType::Q4_1 => (20, 0, true),
+            DType::Q5_0 => (22, 16, false),
+            DType::Q5_1 => (24, 0, true),
+            DType::Q8_0 => (34, 128, false),
+            _ => return self.clear(),
+        };
+        let last_end = rows
+            .checked_sub(1)
+            .map_or(0, |r| r * row_bytes + blocks * bb);
+        if row_bytes < blocks * bb || w.len() < last_end {
+            return self.clear();
+        }
+        let groups = rows.div_ceil(4);
+        self.dtype = Some(dtype);
+        self.blocks = blocks;
+        self.groups = groups;
+        self.offset = offset;
+        self.has_min = has_min;
+        self.u.clear();
+        self.u.resize(groups * blocks * 128, 0);
+        self.d.clear();
+        self.d.resize(groups * blocks * 4, 0.0);
+        self.m.clear();
+        self.m.resize(groups * blocks * 4, 0.0);
+        for r in 0..rows {
+            let (g, lane) = (r / 4, r % 4);
+            let row = &w[r * row_bytes..r * row_bytes + blocks * bb];
+            for (k, b) in row.chunks_exact(bb).enumerate() {
+                let at = (g * blocks + k) * 4 + lane;
+                self.d[at] = f16_at(b, 0);
+                if has_min {
+                    self.m[at] = f16_at(b, 2);
+                }
+                let u: &mut [u8] = &mut self.u[at * 32..at * 32 + 32];
+                let nibbles = |qs: &[u8], u: &mut [u8]| {
+                    for j in 0..16 {
+                        u[j] = qs[j] & 15;
+                        u[j + 16] = qs[j] >> 4;
+                    }
+                };
+                let high = |qh: &[u8], u: &mut [u8]| {
+                    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+                    for (j, v) in u.iter_mut().enumerate() {
+                        *v |= (((qh >> j) & 1) as u8) << 4;
+                    }
+                };
+                match dtype {
+                    DType::Q4_0 => nibbles(&b[2..18], u),
+                    DType::Q4_1 => nibbles(&b[4..20], u),
+                    DType::Q5_0 => {
+                        nibbles(&b[6..22], u);
+                        high(&b[2..6], u);
+                    }
+                    DType::Q5_1 => {
+                        nibbles(&b[8..24], u);
+                        high(&b[4..8], u);
+                    }
+                    _ => {
+                        for (v, &q) in u.iter_mut().zip(&b[2..34]) {
+                            *v = q ^ 0x80;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn clear(&mut self) -> bool {
+        *self = Unpacked {
+            u: std::mem::take(&mut self.u),
+            d: std::mem::take(&mut self.d),
+            m: std::mem::take(&mut self.m),
+            ..Unpacked::default()
+        };
+        self.u.clear();
+        self.d.clear();
+        self.m.clear();
+        false
+    }
 }
 
 impl<A> Clone for Dot<A> {

@@ -4,6 +4,7 @@
 
 use super::{
     f16_at, unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels,
+    Unpacked,
 };
 
 /// Builds a [`Dot`] whose four-row form just calls the one-row form four times.
@@ -12,6 +13,7 @@ macro_rules! dot {
         Dot {
             one: $one,
             four: |w, a| [$one(w, a[0]), $one(w, a[1]), $one(w, a[2]), $one(w, a[3])],
+            gemm: None,
         }
     };
 }
@@ -132,6 +134,39 @@ pub fn dot_q5_1(w: &[u8], a: &[BlockQ8]) -> f32 {
         sum += s as f32 * (f16_at(b, 0) * y.d) + f16_at(b, 2) * y.s;
     }
     sum
+}
+
+/// The scalar twin of the x86 `gemm` kernels (not in the scalar table, whose legacy
+/// products stay the per-row definitions above): row `4g + r` of an [`Unpacked`] tile
+/// times `a[b]`, block by block as the dot kernels do, over the blocks that the tile and
+/// all four activation rows hold. Out-of-range groups give zeros.
+pub fn gemm_q8(t: &Unpacked, g: usize, a: [&[BlockQ8]; 4]) -> [[f32; 4]; 4] {
+    let mut out = [[0f32; 4]; 4];
+    if g >= t.groups {
+        return out;
+    }
+    let nb = a.iter().map(|r| r.len()).min().unwrap_or(0).min(t.blocks);
+    for (r, row) in out.iter_mut().enumerate() {
+        for (b, o) in row.iter_mut().enumerate() {
+            let mut sum = 0f32;
+            for (k, y) in a[b][..nb].iter().enumerate() {
+                let at = (g * t.blocks + k) * 4 + r;
+                let u = &t.u[at * 32..at * 32 + 32];
+                let s: i32 = u
+                    .iter()
+                    .zip(&y.qs)
+                    .map(|(&u, &v)| (u as i32 - t.offset as i32) * v as i32)
+                    .sum();
+                sum += if t.has_min {
+                    s as f32 * (t.d[at] * y.d) + t.m[at] * y.s
+                } else {
+                    s as f32 * (t.d[at] * y.d)
+                };
+            }
+            *o = sum;
+        }
+    }
+    out
 }
 
 /// Q8_0: `d: f16, qs: [i8; 32]`.

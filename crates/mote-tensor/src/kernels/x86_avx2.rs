@@ -12,7 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use super::{unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
+use super::{
+    unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels, Unpacked,
+};
 
 /// Builds a [`Dot`] from a kernel body: a `#[target_feature]` entry point generic over the
 /// number of activation rows, and the safe one- and four-row wrappers that bound the
@@ -38,10 +40,68 @@ macro_rules! simd_dot {
             // SAFETY: as in `one`; `nb` blocks lie inside the weights and all four rows.
             unsafe { entry::<4>(w.as_ptr(), a.map(|s| s.as_ptr()), nb) }
         }
-        Dot { one, four }
+        Dot {
+            one,
+            four,
+            gemm: None,
+        }
     }};
 }
 pub(super) use simd_dot;
+
+/// Builds a [`super::Gemm`] for [`Unpacked`] tiles: a `#[target_feature]` entry point
+/// around [`gemm_q8`] taking `$nb` activation rows per pass, and the safe wrapper that
+/// checks the tile's buffers and bounds the block count.
+///
+/// Only expand this after checking at run time that the CPU has `$features`.
+macro_rules! simd_gemm {
+    ($features:literal, $vnni:literal, $nb:literal) => {{
+        #[target_feature(enable = $features)]
+        unsafe fn entry(
+            u: *const u8,
+            d: *const f32,
+            m: *const f32,
+            offset: u8,
+            has_min: bool,
+            a: [*const BlockQ8; 4],
+            nb: usize,
+        ) -> [[f32; 4]; 4] {
+            if has_min {
+                gemm_q8::<$vnni, $nb, true>(u, d, m, offset, a, nb)
+            } else {
+                gemm_q8::<$vnni, $nb, false>(u, d, m, offset, a, nb)
+            }
+        }
+        fn gemm(t: &Unpacked, g: usize, a: [&[BlockQ8]; 4]) -> [[f32; 4]; 4] {
+            let nb = a.iter().map(|r| r.len()).min().unwrap_or(0).min(t.blocks);
+            let first = g.saturating_mul(t.blocks);
+            let end = first.saturating_add(nb);
+            if g >= t.groups
+                || t.u.len() < end.saturating_mul(128)
+                || t.d.len() < end.saturating_mul(4)
+                || t.m.len() < end.saturating_mul(4)
+            {
+                return super::scalar::gemm_q8(t, g, a);
+            }
+            // SAFETY: `entry` needs `$features`, which the table builder checked before
+            // expanding this macro; blocks `first..end` of the tile and `0..nb` of every
+            // activation row are in bounds (checked above).
+            unsafe {
+                entry(
+                    t.u.as_ptr().add(first * 128),
+                    t.d.as_ptr().add(first * 4),
+                    t.m.as_ptr().add(first * 4),
+                    t.offset,
+                    t.has_min,
+                    a.map(|s| s.as_ptr()),
+                    nb,
+                )
+            }
+        }
+        gemm
+    }};
+}
+pub(super) use simd_gemm;
 
 pub(super) fn kernels() -> Option<Kernels> {
     if !(is_x86_feature_detected!("avx2")
@@ -55,10 +115,23 @@ pub(super) fn kernels() -> Option<Kernels> {
         f32: simd_dot!("avx2,fma,f16c", float_f32::<false>, f32, 4),
         f16: simd_dot!("avx2,fma,f16c", float_f16::<false>, f32, 2),
         bf16: simd_dot!("avx2,fma,f16c", float_bf16::<false>, f32, 2),
-        q4_0: simd_dot!("avx2,fma,f16c", q4_0::<false>, BlockQ8, 18),
-        q4_1: simd_dot!("avx2,fma,f16c", q4_1::<false>, BlockQ8, 20),
-        q5_0: simd_dot!("avx2,fma,f16c", q5_0::<false>, BlockQ8, 22),
-        q5_1: simd_dot!("avx2,fma,f16c", q5_1::<false>, BlockQ8, 24),
+        // Q8_0's unsigned bytes reach 255, which `vpmaddubsw` could saturate: no gemm.
+        q4_0: Dot {
+            gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            ..simd_dot!("avx2,fma,f16c", q4_0::<false>, BlockQ8, 18)
+        },
+        q4_1: Dot {
+            gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            ..simd_dot!("avx2,fma,f16c", q4_1::<false>, BlockQ8, 20)
+        },
+        q5_0: Dot {
+            gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            ..simd_dot!("avx2,fma,f16c", q5_0::<false>, BlockQ8, 22)
+        },
+        q5_1: Dot {
+            gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            ..simd_dot!("avx2,fma,f16c", q5_1::<false>, BlockQ8, 24)
+        },
         q8_0: simd_dot!("avx2,fma,f16c", q8_0::<false>, BlockQ8, 34),
         q2_k: simd_dot!("avx2,fma,f16c", q2_k::<false>, BlockQ8K, 84),
         q3_k: simd_dot!("avx2,fma,f16c", q3_k::<false>, BlockQ8K, 110),
@@ -139,19 +212,24 @@ unsafe fn dot_us<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
     }
 }
 
-/// As [`dot_us`] with each i32 lane multiplied by the matching lane of `scale`
-/// (`scale16`: the same scales as i16 pairs, for the non-VNNI form).
+/// `acc` plus [`dot_us`] with each i32 lane's pair sums multiplied by the matching i16
+/// lanes of `scale16` (one scale per 16-bit pair, repeated).
+///
+/// Needs `u ≤ 63` (every k-quant weight is), so that the i16 pair sums of `maddubs`
+/// (`2 · 63 · 127`) never saturate; with VNNI the scaling and the accumulation are one
+/// `vpdpwssd`, instead of `vpdpbusd` + `vpmulld` + `vpaddd`.
 #[inline(always)]
-unsafe fn dot_us_scaled<const VNNI: bool>(
+unsafe fn dot_us_scaled_acc<const VNNI: bool>(
+    acc: __m256i,
     u: __m256i,
     s: __m256i,
-    scale32: __m256i,
     scale16: __m256i,
 ) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(u, s);
     if VNNI {
-        _mm256_mullo_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s), scale32)
+        _mm256_dpwssd_epi32(acc, pairs, scale16)
     } else {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), scale16)
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale16))
     }
 }
 
@@ -311,6 +389,88 @@ pub(super) unsafe fn q8_0<const B: usize, const VNNI: bool>(
     legacy::<B, VNNI, Q8_0>(w, a, nb)
 }
 
+// ---- legacy blocks, unpacked: four weight rows × four activation rows ---------------------
+
+/// Four rows of an [`Unpacked`] tile (blocks at `u`, scales at `d`, mins at `m`) times
+/// four activation rows, `NB` activation rows per pass (16 accumulators for `NB = 4`
+/// fit AVX-512's 32 registers; AVX2's 16 take `NB = 2`).
+///
+/// Per block and pair: one unsigned×signed byte dot (`vpdpbusd` starting from
+/// `−offset · Σ y`, so the sum is exactly `Σ (u − offset) · y`), one conversion, one
+/// multiply-add with `d_w · d_a`. Without VNNI the dot is `vpmaddubsw` + `vpmaddwd`
+/// and needs `u ≤ 127` (Q8_0 is left out there). `MIN` adds `m · s` per block (Q4_1,
+/// Q5_1, whose offset is 0).
+#[inline(always)]
+pub(super) unsafe fn gemm_q8<const VNNI: bool, const NB: usize, const MIN: bool>(
+    u: *const u8,
+    d: *const f32,
+    m: *const f32,
+    offset: u8,
+    a: [*const BlockQ8; 4],
+    nb: usize,
+) -> [[f32; 4]; 4] {
+    let mut out = [[0f32; 4]; 4];
+    let off = _mm256_set1_epi8(offset as i8);
+    let ones16 = _mm256_set1_epi16(1);
+    let mut pass = 0;
+    while pass < 4 {
+        let mut acc = [[_mm256_setzero_ps(); NB]; 4];
+        let mut mins = [_mm_setzero_ps(); NB];
+        for k in 0..nb {
+            let uk = u.add(128 * k);
+            let dw = [
+                _mm256_broadcast_ss(&*d.add(4 * k)),
+                _mm256_broadcast_ss(&*d.add(4 * k + 1)),
+                _mm256_broadcast_ss(&*d.add(4 * k + 2)),
+                _mm256_broadcast_ss(&*d.add(4 * k + 3)),
+            ];
+            for b in 0..NB {
+                let y = &*a[pass + b].add(k);
+                let ys = load(y.qs.as_ptr() as *const u8);
+                let da = _mm256_broadcast_ss(&y.d);
+                // VNNI: −offset · (sums of four y) per lane, the start of every pair's
+                // dot. Else: +offset · (the same sums), subtracted after.
+                let corr = if MIN {
+                    _mm256_setzero_si256()
+                } else if VNNI {
+                    let c = _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, ys);
+                    _mm256_sub_epi32(_mm256_setzero_si256(), c)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(off, ys), ones16)
+                };
+                for r in 0..4 {
+                    let w = load(uk.add(32 * r));
+                    let dot = if VNNI {
+                        _mm256_dpbusd_epi32(corr, w, ys)
+                    } else {
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, ys), ones16);
+                        if MIN {
+                            p
+                        } else {
+                            _mm256_sub_epi32(p, corr)
+                        }
+                    };
+                    let scale = _mm256_mul_ps(dw[r], da);
+                    acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][b]);
+                }
+                if MIN {
+                    let mk = _mm_loadu_ps(m.add(4 * k));
+                    mins[b] = _mm_fmadd_ps(mk, _mm_broadcast_ss(&y.s), mins[b]);
+                }
+            }
+        }
+        for b in 0..NB {
+            let mut mb = [0f32; 4];
+            _mm_storeu_ps(mb.as_mut_ptr(), mins[b]);
+            for r in 0..4 {
+                out[r][pass + b] = hsum(acc[r][b]) + mb[r];
+            }
+        }
+        pass += NB;
+    }
+    out
+}
+
 // ---- k-quants ----------------------------------------------------------------------------
 
 const Q4_K: u8 = 0;
@@ -371,14 +531,7 @@ unsafe fn k4<const B: usize, const VNNI: bool, const KIND: u8>(
             let mut sum = _mm256_setzero_si256();
             for g in 0..8 {
                 let ys = load(y.qs.as_ptr().add(32 * g) as *const u8);
-                let s = sc[g] as i32;
-                let p = dot_us_scaled::<VNNI>(
-                    q[g],
-                    ys,
-                    _mm256_set1_epi32(s),
-                    _mm256_set1_epi16(s as i16),
-                );
-                sum = _mm256_add_epi32(sum, p);
+                sum = dot_us_scaled_acc::<VNNI>(sum, q[g], ys, _mm256_set1_epi16(sc[g] as i16));
             }
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             let min_sum = _mm256_madd_epi16(bsums, mins);
@@ -453,19 +606,16 @@ pub(super) unsafe fn q6_k<const B: usize, const VNNI: bool>(
             ];
             // Group k of 32 has scale 2k for its first 16 values (low 128-bit lane) and
             // 2k + 1 for the rest.
-            let mut s32 = [_mm256_setzero_si256(); 4];
             let mut s16 = [_mm256_setzero_si256(); 4];
             for k in 0..4 {
                 let (lo, hi) = (scales[8 * half + 2 * k], scales[8 * half + 2 * k + 1]);
-                s32[k] = _mm256_set_m128i(_mm_set1_epi32(hi as i32), _mm_set1_epi32(lo as i32));
                 s16[k] = _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16));
             }
             for b in 0..B {
                 let y = a[b].add(i);
                 for k in 0..4 {
                     let ys = load((*y).qs.as_ptr().add(128 * half + 32 * k) as *const u8);
-                    let p = dot_us_scaled::<VNNI>(q[k], ys, s32[k], s16[k]);
-                    sums[b] = _mm256_add_epi32(sums[b], p);
+                    sums[b] = dot_us_scaled_acc::<VNNI>(sums[b], q[k], ys, s16[k]);
                 }
             }
         }
@@ -482,14 +632,10 @@ pub(super) unsafe fn q6_k<const B: usize, const VNNI: bool>(
 }
 
 /// Per-lane scales for a 32-byte vector holding two 16-value groups: `lo` for the low
-/// 128-bit lane, `hi` for the high one, as i32 lanes and as i16 lanes (see
-/// [`dot_us_scaled`]).
+/// 128-bit lane, `hi` for the high one, as i16 lanes (see [`dot_us_scaled_acc`]).
 #[inline(always)]
-unsafe fn lane_scales(lo: i32, hi: i32) -> (__m256i, __m256i) {
-    (
-        _mm256_set_m128i(_mm_set1_epi32(hi), _mm_set1_epi32(lo)),
-        _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16)),
-    )
+unsafe fn lane_scales(lo: i32, hi: i32) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16))
 }
 
 /// Q2_K: sixteen 16-value groups of 2-bit weights, each with a 4-bit scale (low nibble)
@@ -515,7 +661,7 @@ pub(super) unsafe fn q2_k<const B: usize, const VNNI: bool>(
             _mm_set1_epi8(15),
         ));
         let mut q = [_mm256_setzero_si256(); 8];
-        let mut scales = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 8];
+        let mut scales = [_mm256_setzero_si256(); 8];
         for h in 0..2 {
             // 16-bit shifts pull bits in from the neighbour byte; the mask drops them.
             let mut bytes = load(p.add(16 + 32 * h));
@@ -530,9 +676,9 @@ pub(super) unsafe fn q2_k<const B: usize, const VNNI: bool>(
         for b in 0..B {
             let y = &*a[b].add(i);
             let mut sum = _mm256_setzero_si256();
-            for (v, (qv, (s32, s16))) in q.iter().zip(scales).enumerate() {
+            for (v, (qv, s16)) in q.iter().zip(scales).enumerate() {
                 let ys = load(y.qs.as_ptr().add(32 * v) as *const u8);
-                sum = _mm256_add_epi32(sum, dot_us_scaled::<VNNI>(*qv, ys, s32, s16));
+                sum = dot_us_scaled_acc::<VNNI>(sum, *qv, ys, s16);
             }
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             let min_sum = _mm256_madd_epi16(bsums, mins);
@@ -569,7 +715,7 @@ pub(super) unsafe fn q3_k<const B: usize, const VNNI: bool>(
         let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
         let hmask = load(p);
         let mut q = [_mm256_setzero_si256(); 8];
-        let mut scales = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 8];
+        let mut scales = [_mm256_setzero_si256(); 8];
         for h in 0..2 {
             let mut bytes = load(p.add(32 + 32 * h));
             for j in 0..4 {
@@ -584,9 +730,9 @@ pub(super) unsafe fn q3_k<const B: usize, const VNNI: bool>(
         for b in 0..B {
             let y = &*a[b].add(i);
             let mut sum = _mm256_setzero_si256();
-            for (v, (qv, (s32, s16))) in q.iter().zip(scales).enumerate() {
+            for (v, (qv, s16)) in q.iter().zip(scales).enumerate() {
                 let ys = load(y.qs.as_ptr().add(32 * v) as *const u8);
-                sum = _mm256_add_epi32(sum, dot_us_scaled::<VNNI>(*qv, ys, s32, s16));
+                sum = dot_us_scaled_acc::<VNNI>(sum, *qv, ys, s16);
             }
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, scales16));

@@ -8,8 +8,10 @@
 
 use std::arch::x86_64::*;
 
-use super::x86_avx2::{q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, simd_dot};
-use super::{BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
+use super::x86_avx2::{
+    gemm_q8, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, simd_dot, simd_gemm,
+};
+use super::{BlockQ8, BlockQ8K, Dot, KernelPath, Kernels, Unpacked};
 
 pub(super) fn kernels() -> Option<Kernels> {
     let has = [
@@ -44,36 +46,71 @@ pub(super) fn kernels() -> Option<Kernels> {
             f32,
             2
         ),
-        q4_0: simd_dot!(
-            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-            q4_0::<true>,
-            BlockQ8,
-            18
-        ),
-        q4_1: simd_dot!(
-            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-            q4_1::<true>,
-            BlockQ8,
-            20
-        ),
-        q5_0: simd_dot!(
-            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-            q5_0::<true>,
-            BlockQ8,
-            22
-        ),
-        q5_1: simd_dot!(
-            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-            q5_1::<true>,
-            BlockQ8,
-            24
-        ),
-        q8_0: simd_dot!(
-            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-            q8_0::<true>,
-            BlockQ8,
-            34
-        ),
+        q4_0: Dot {
+            gemm: Some(simd_gemm!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                4
+            )),
+            ..simd_dot!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                q4_0::<true>,
+                BlockQ8,
+                18
+            )
+        },
+        q4_1: Dot {
+            gemm: Some(simd_gemm!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                4
+            )),
+            ..simd_dot!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                q4_1::<true>,
+                BlockQ8,
+                20
+            )
+        },
+        q5_0: Dot {
+            gemm: Some(simd_gemm!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                4
+            )),
+            ..simd_dot!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                q5_0::<true>,
+                BlockQ8,
+                22
+            )
+        },
+        q5_1: Dot {
+            gemm: Some(simd_gemm!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                4
+            )),
+            ..simd_dot!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                q5_1::<true>,
+                BlockQ8,
+                24
+            )
+        },
+        q8_0: Dot {
+            gemm: Some(simd_gemm!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                4
+            )),
+            ..simd_dot!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                q8_0::<true>,
+                BlockQ8,
+                34
+            )
+        },
         q2_k: simd_dot!(
             "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
             q2_k::<true>,
