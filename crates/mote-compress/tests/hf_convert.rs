@@ -169,7 +169,7 @@ fn check_tokenizer(gguf: &Path, name: &str) {
         bad.join("\n")
     );
     eprintln!(
-        "{name}: {} strings × 2 encode exactly as transformers",
+        "{name}: {} strings × 2 encode exactly as the reference",
         r.tokenizer.len()
     );
 }
@@ -323,4 +323,31 @@ fn bad_folders_give_typed_errors() {
         v["num_attention_heads"] = serde_json::json!("four");
     });
     assert!(matches!(open(&d), HfError::BadField { .. }));
+}
+
+#[test]
+fn llama_sentencepiece_f16_matches_transformers() {
+    let f16 = check_model("llama-spm-tiny", "F16", 1e-4, 0.98);
+    check_tokenizer(&f16, "llama-spm-tiny");
+    // A k-quant preset on 64-wide rows: every matrix takes a fallback type.
+    check_model("llama-spm-tiny", "Q4_K_M", 0.3, 0.5);
+
+    let file = GgufFile::open(&f16).unwrap();
+    assert_eq!(file.get_str("tokenizer.ggml.model").unwrap(), Some("llama"));
+    assert!(file.get("tokenizer.ggml.scores").is_some());
+    assert_eq!(
+        file.get_u32("tokenizer.ggml.bos_token_id").unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        file.get_u32("tokenizer.ggml.eos_token_id").unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        file.get_u32("tokenizer.ggml.unknown_token_id").unwrap(),
+        Some(0)
+    );
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    assert!(tok.adds_bos());
+    assert!(tok.adds_space_prefix());
 }

@@ -10,6 +10,7 @@
 mod config;
 mod error;
 mod json;
+mod spm;
 mod tensors;
 mod vocab;
 
@@ -54,7 +55,18 @@ impl HfModel {
     pub fn open(dir: &Path) -> std::result::Result<HfModel, HfError> {
         let config_json = json::read_required(dir, "config.json")?;
         let config = HfConfig::parse(&config_json)?;
-        let tokenizer = json::read_required(dir, "tokenizer.json")?;
+        let tokenizer = json::read_optional(dir, "tokenizer.json")?;
+        // llama.cpp takes a Llama-family vocabulary from SentencePiece when it can.
+        let spm_path = dir.join("tokenizer.model");
+        let spm = if config.arch == Arch::Llama && spm_path.is_file() {
+            Some(std::fs::read(&spm_path).map_err(|source| HfError::Io {
+                path: spm_path,
+                source,
+            })?)
+        } else {
+            None
+        };
+        let added_tokens_json = json::read_optional(dir, "added_tokens.json")?;
         let tokenizer_config = json::read_optional(dir, "tokenizer_config.json")?;
         let generation_config = json::read_optional(dir, "generation_config.json")?;
         let chat_template_file = read_text(dir, "chat_template.jinja")?;
@@ -117,11 +129,17 @@ impl HfModel {
             generation_config: generation_config.as_ref(),
             chat_template_file,
         };
-        meta.extend(vocab::tokenizer_metadata(
-            &tokenizer,
-            &side,
-            config.vocab_size,
-        )?);
+        meta.extend(match (&spm, &tokenizer) {
+            (Some(bytes), _) => vocab::spm_tokenizer_metadata(
+                bytes,
+                tokenizer.as_ref(),
+                added_tokens_json.as_ref(),
+                &side,
+                config.vocab_size,
+            )?,
+            (None, Some(t)) => vocab::tokenizer_metadata(t, &side, config.vocab_size)?,
+            (None, None) => return Err(HfError::MissingFile(dir.to_path_buf(), "tokenizer.json")),
+        });
         Ok(HfModel {
             config,
             weights,

@@ -109,7 +109,7 @@ fn ty(v: &Value) -> Option<&str> {
 }
 
 /// llama.cpp's "looks like a control token" test for added tokens not marked special.
-fn looks_special(t: &str) -> bool {
+pub(super) fn looks_special(t: &str) -> bool {
     matches!(t, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
         || (t.starts_with("<|") && t.ends_with("|>"))
         || (t.starts_with("<｜") && t.ends_with("｜>"))
@@ -141,7 +141,8 @@ pub fn tokenizer_metadata(
     }
     if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
         return Err(err(
-            "a BPE with byte_fallback is SentencePiece-style; only byte-level BPE is supported",
+            "a BPE with byte_fallback is SentencePiece-style: it needs the folder's \
+             tokenizer.model (Llama family); otherwise only byte-level BPE is supported",
         ));
     }
     for k in ["continuing_subword_prefix", "end_of_word_suffix"] {
@@ -302,7 +303,7 @@ const KINDS: [(&str, &str); 7] = [
     ("mask", "mask_token_id"),
 ];
 
-fn special_tokens(
+pub(super) fn special_tokens(
     tokenizer: &Value,
     side: &SideFiles,
     by_content: &HashMap<&str, u64>,
@@ -452,6 +453,85 @@ fn chat_templates(
         }
     }
     Ok(())
+}
+
+/// The `tokenizer.*` keys for a SentencePiece `tokenizer.model` (llama.cpp's preferred
+/// source for Llama-family folders): its pieces, plus the added tokens of
+/// `added_tokens.json` and `tokenizer_config.json`, plus the special ids and template.
+pub fn spm_tokenizer_metadata(
+    model_bytes: &[u8],
+    tokenizer: Option<&Value>,
+    added_tokens_json: Option<&Value>,
+    side: &SideFiles,
+    vocab_size: usize,
+) -> Result<Vec<(String, MetaValue)>, HfError> {
+    let model = super::spm::parse(model_bytes)?;
+    let mut added: Vec<super::spm::AddedToken> = Vec::new();
+    if let Some(Value::Object(map)) = added_tokens_json {
+        for (content, id) in map {
+            let id = id
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or_else(|| {
+                    err(format!(
+                        "added_tokens.json: id of {content:?} is not an integer"
+                    ))
+                })?;
+            added.push((id, content.clone(), false));
+        }
+    }
+    let decoder = side
+        .tokenizer_config
+        .and_then(|t| t.get("added_tokens_decoder"))
+        .and_then(Value::as_object);
+    for (id, entry) in decoder.into_iter().flatten() {
+        let id: usize = id.parse().map_err(|_| HfError::BadField {
+            file: "tokenizer_config.json",
+            field: "added_tokens_decoder".into(),
+            problem: format!("has a non-numeric id {id:?}"),
+        })?;
+        let Some(content) = entry.get("content").and_then(Value::as_str) else {
+            continue;
+        };
+        let special = entry
+            .get("special")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        added.push((id, content.to_string(), special));
+    }
+    let mut meta = super::spm::vocab_metadata(&model, &added, vocab_size)?;
+
+    // Special tokens named by content resolve through the added tokens, and (beyond what
+    // gguf-py does) through the model's own control/unknown pieces such as "<s>".
+    let mut by_content: HashMap<&str, u64> = HashMap::new();
+    for (i, (p, _, t)) in model.pieces.iter().enumerate() {
+        if *t == 2 || *t == CONTROL {
+            by_content.insert(p.as_str(), i as u64);
+        }
+    }
+    for (id, content, _) in &added {
+        by_content.insert(content.as_str(), *id as u64);
+    }
+    let list = tokenizer
+        .and_then(|t| t.get("added_tokens"))
+        .and_then(Value::as_array);
+    for a in list.into_iter().flatten() {
+        if let (Some(id), Some(c)) = (
+            a.get("id").and_then(Value::as_u64),
+            a.get("content").and_then(Value::as_str),
+        ) {
+            by_content.insert(c, id);
+        }
+    }
+    let null = Value::Null;
+    special_tokens(
+        tokenizer.unwrap_or(&null),
+        side,
+        &by_content,
+        vocab_size,
+        &mut meta,
+    )?;
+    Ok(meta)
 }
 
 #[cfg(test)]
