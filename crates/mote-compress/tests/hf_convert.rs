@@ -351,3 +351,35 @@ fn llama_sentencepiece_f16_matches_transformers() {
     assert!(tok.adds_bos());
     assert!(tok.adds_space_prefix());
 }
+
+#[test]
+fn gemma3_bf16_matches_transformers() {
+    let f32 = check_model("gemma3-tiny", "F32", 1e-4, 0.98);
+    check_tokenizer(&f32, "gemma3-tiny");
+    check_model("gemma3-tiny", "Q8_0", 1e-2, 0.85);
+
+    let file = GgufFile::open(&f32).unwrap();
+    assert_eq!(file.architecture().unwrap(), "gemma3");
+    assert_eq!(
+        file.get_u32("gemma3.attention.sliding_window").unwrap(),
+        Some(16)
+    );
+    assert_eq!(
+        file.get_f32("gemma3.rope.freq_base_swa").unwrap(),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        file.get_f32("gemma3.final_logit_softcapping").unwrap(),
+        Some(30.0)
+    );
+    assert_eq!(
+        file.get_u32("gemma3.attention.key_length").unwrap(),
+        Some(16)
+    );
+    assert_eq!(
+        file.get_bool("tokenizer.ggml.add_space_prefix").unwrap(),
+        Some(false)
+    );
+    assert!(file.tensor("output.weight").is_none(), "tied embeddings");
+    assert!(file.tensor("blk.5.post_ffw_norm.weight").is_some());
+}

@@ -12,6 +12,7 @@ use super::HfError;
 pub enum Arch {
     Llama,
     Qwen2,
+    Gemma3,
 }
 
 impl Arch {
@@ -20,6 +21,7 @@ impl Arch {
         Some(match name {
             "LlamaForCausalLM" | "MistralForCausalLM" | "llama" | "mistral" => Arch::Llama,
             "Qwen2ForCausalLM" | "qwen2" => Arch::Qwen2,
+            "Gemma3ForCausalLM" | "gemma3_text" => Arch::Gemma3,
             _ => return None,
         })
     }
@@ -29,6 +31,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Gemma3 => "gemma3",
         }
     }
 
@@ -37,6 +40,14 @@ impl Arch {
     /// both, so its rows are kept.
     pub fn permutes_qk(self) -> bool {
         self == Arch::Llama
+    }
+
+    /// The gate activation config.json must name.
+    fn activation(self) -> &'static str {
+        match self {
+            Arch::Llama | Arch::Qwen2 => "silu",
+            Arch::Gemma3 => "gelu_pytorch_tanh",
+        }
     }
 }
 
@@ -74,6 +85,12 @@ pub struct HfConfig {
     pub rope: RopeScaling,
     /// `tie_word_embeddings`, when stated.
     pub tie_embeddings: Option<bool>,
+    /// Gemma 3: local attention window, RoPE base of local layers, which layers are local
+    /// (when that differs from the default every-6th-global pattern), output softcap.
+    sliding_window: Option<usize>,
+    rope_theta_local: Option<f64>,
+    local_layers: Option<Vec<bool>>,
+    final_logit_softcap: Option<f64>,
 }
 
 const FILE: &str = "config.json";
@@ -117,18 +134,31 @@ impl HfConfig {
         let arch = Arch::from_hf(&hf_arch).ok_or(HfError::UnknownArchitecture(hf_arch))?;
 
         let act = c.str("hidden_act")?.or(c.str("hidden_activation")?);
-        if let Some(act) = act.filter(|a| *a != "silu") {
+        if let Some(act) = act.filter(|a| *a != arch.activation()) {
             return Err(HfError::Unsupported(format!(
-                "config.json: hidden_act {act:?} is not supported for {} (silu is)",
-                arch.name()
+                "config.json: hidden_act {act:?} is not supported for {} ({} is)",
+                arch.name(),
+                arch.activation()
             )));
+        }
+        let gemma = arch == Arch::Gemma3;
+        if gemma && c.get("attn_logit_softcapping").is_some() {
+            return Err(HfError::Unsupported(
+                "config.json: attn_logit_softcapping (Gemma 2) is not supported".into(),
+            ));
         }
 
         let n_embd = c.req_usize("hidden_size")?;
         let n_layer = c.req_usize("num_hidden_layers")?;
         let n_ff = c.req_usize("intermediate_size")?;
-        let n_head = c.req_usize("num_attention_heads")?;
-        let n_head_kv = c.usize("num_key_value_heads")?.unwrap_or(n_head);
+        let n_head = match c.usize("num_attention_heads")? {
+            Some(n) => n,
+            None if gemma => 8,
+            None => c.req_usize("num_attention_heads")?,
+        };
+        let n_head_kv = c
+            .usize("num_key_value_heads")?
+            .unwrap_or(if gemma { 4 } else { n_head });
         let vocab_size = c.req_usize("vocab_size")?;
         let n_ctx = c
             .usize_any(&[
@@ -139,6 +169,7 @@ impl HfConfig {
                 "max_sequence_length",
                 "model_max_length",
             ])?
+            .or(if gemma { Some(131_072) } else { None })
             .ok_or_else(|| HfError::MissingField {
                 file: FILE,
                 field: "max_position_embeddings".into(),
@@ -161,7 +192,11 @@ impl HfConfig {
                 format!("= {n_head_kv} does not divide num_attention_heads = {n_head}"),
             ));
         }
-        let explicit_head_dim = c.usize("head_dim")?;
+        let explicit_head_dim = match c.usize("head_dim")? {
+            Some(d) => Some(d),
+            None if gemma => Some(256),
+            None => None,
+        };
         let head_dim = match explicit_head_dim {
             Some(d) => d,
             None if n_embd % n_head == 0 => n_embd / n_head,
@@ -180,6 +215,7 @@ impl HfConfig {
         }
         let rms_eps = c
             .f64("rms_norm_eps")?
+            .or(if gemma { Some(1e-6) } else { None })
             .ok_or_else(|| HfError::MissingField {
                 file: FILE,
                 field: "rms_norm_eps".into(),
@@ -187,13 +223,35 @@ impl HfConfig {
 
         // transformers ≥ 5 nests rope settings in `rope_parameters`; earlier versions use
         // `rope_theta` and `rope_scaling`.
-        let params = match c.obj("rope_parameters")? {
+        // Gemma 3 (transformers 5) splits them into full_attention / sliding_attention.
+        let mut params = match c.obj("rope_parameters")? {
             Some(p) => Some(p),
             None => c.obj("rope_scaling")?,
         };
+        let local_params = params
+            .map(|p| p.obj("sliding_attention"))
+            .transpose()?
+            .flatten();
+        if let Some(full) = params
+            .map(|p| p.obj("full_attention"))
+            .transpose()?
+            .flatten()
+        {
+            params = Some(full);
+        }
+        let default_theta = if gemma { 1_000_000.0 } else { 10_000.0 };
         let rope_theta = match params.map(|p| p.f64("rope_theta")).transpose()?.flatten() {
             Some(t) => t,
-            None => c.f64("rope_theta")?.unwrap_or(10_000.0),
+            None => c.f64("rope_theta")?.unwrap_or(default_theta),
+        };
+        let rope_theta_local = match local_params.map(|p| p.f64("rope_theta")).transpose()? {
+            Some(Some(t)) => Some(t),
+            _ => c.f64("rope_local_base_freq")?,
+        };
+        let (sliding_window, local_layers) = if gemma {
+            local_attention(&c, n_layer)?
+        } else {
+            (None, None)
         };
         let rope = match params {
             None => RopeScaling::None,
@@ -214,6 +272,12 @@ impl HfConfig {
             rope_theta,
             rope,
             tie_embeddings: c.bool("tie_word_embeddings")?,
+            sliding_window,
+            rope_theta_local: rope_theta_local.filter(|_| gemma),
+            local_layers,
+            final_logit_softcap: c
+                .f64("final_logit_softcapping")?
+                .filter(|&f| gemma && f != 0.0),
         })
     }
 
@@ -254,6 +318,24 @@ impl HfConfig {
             m.push((format!("{a}.vocab_size"), u(self.vocab_size)));
             m.push((format!("{a}.rope.dimension_count"), u(self.head_dim)));
         }
+        if let Some(c) = self.final_logit_softcap {
+            m.push((
+                format!("{a}.final_logit_softcapping"),
+                MetaValue::F32(c as f32),
+            ));
+        }
+        if let Some(w) = self.sliding_window {
+            m.push((format!("{a}.attention.sliding_window"), u(w)));
+        }
+        if let Some(t) = self.rope_theta_local {
+            m.push((format!("{a}.rope.freq_base_swa"), MetaValue::F32(t as f32)));
+        }
+        if let Some(flags) = &self.local_layers {
+            m.push((
+                format!("{a}.attention.sliding_window_pattern"),
+                MetaValue::Array(mote_file::MetaArray::Bool(flags.clone())),
+            ));
+        }
         m
     }
 
@@ -290,6 +372,39 @@ impl HfConfig {
                 .collect(),
         )
     }
+}
+
+/// Gemma 3's window and, when `layer_types` departs from every-6th-layer-global, the
+/// per-layer local flags (mote's `attention.sliding_window_pattern` bool array).
+#[allow(clippy::type_complexity)]
+fn local_attention(c: &Obj, n_layer: usize) -> Result<(Option<usize>, Option<Vec<bool>>), HfError> {
+    if c.usize("sliding_window_pattern")? == Some(1) {
+        return Ok((None, None));
+    }
+    let window = c.usize("sliding_window")?;
+    let flags = match c.get("layer_types") {
+        None => None,
+        Some(Value::Array(types)) => {
+            let flags = types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Ok(true),
+                    Some("full_attention") => Ok(false),
+                    _ => Err(bad("layer_types", format!("has an unknown entry {t}"))),
+                })
+                .collect::<Result<Vec<bool>, HfError>>()?;
+            if flags.len() != n_layer {
+                return Err(bad(
+                    "layer_types",
+                    format!("has {} entries for {n_layer} layers", flags.len()),
+                ));
+            }
+            let default: Vec<bool> = (0..n_layer).map(|i| i % 6 < 5).collect();
+            (flags != default).then_some(flags)
+        }
+        Some(_) => return Err(bad("layer_types", "is not a list")),
+    };
+    Ok((window, flags))
 }
 
 fn rope_scaling(p: Obj) -> Result<RopeScaling, HfError> {

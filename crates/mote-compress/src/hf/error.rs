@@ -24,7 +24,7 @@ pub enum HfError {
     },
     #[error(
         "architecture {0:?} is not supported (supported: LlamaForCausalLM, \
-         MistralForCausalLM, Qwen2ForCausalLM)"
+         MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM)"
     )]
     UnknownArchitecture(String),
     #[error("{0}")]

@@ -35,6 +35,7 @@ enum Origin {
         name: String,
         from: DType,
         permute_heads: Option<usize>,
+        add_one: bool,
     },
     /// Built by the conversion (Llama 3's `rope_freqs.weight`).
     Computed(Vec<f32>),
@@ -58,7 +59,7 @@ impl HfModel {
         let tokenizer = json::read_optional(dir, "tokenizer.json")?;
         // llama.cpp takes a Llama-family vocabulary from SentencePiece when it can.
         let spm_path = dir.join("tokenizer.model");
-        let spm = if config.arch == Arch::Llama && spm_path.is_file() {
+        let spm = if config.arch != Arch::Qwen2 && spm_path.is_file() {
             Some(std::fs::read(&spm_path).map_err(|source| HfError::Io {
                 path: spm_path,
                 source,
@@ -103,6 +104,7 @@ impl HfModel {
                     name: t.name.clone(),
                     from,
                     permute_heads: m.permute_heads,
+                    add_one: m.add_one,
                 },
             );
         }
@@ -140,6 +142,14 @@ impl HfModel {
             (None, Some(t)) => vocab::tokenizer_metadata(t, &side, config.vocab_size)?,
             (None, None) => return Err(HfError::MissingFile(dir.to_path_buf(), "tokenizer.json")),
         });
+        if config.arch == Arch::Gemma3 {
+            // As llama.cpp: Gemma's SentencePiece adds no leading space.
+            mote_file::gguf::set_metadata(
+                &mut meta,
+                "tokenizer.ggml.add_space_prefix",
+                MetaValue::Bool(false),
+            );
+        }
         Ok(HfModel {
             config,
             weights,
@@ -193,19 +203,20 @@ impl TensorSource for HfModel {
             .origins
             .get(&info.name)
             .ok_or_else(|| bad("not in this model".into()))?;
-        let (name, from, permute_heads) = match origin {
+        let (name, from, permute_heads, add_one) = match origin {
             Origin::Computed(v) => return Ok(Bytes::from_vec(f32_bytes(v))),
             Origin::Checkpoint {
                 name,
                 from,
                 permute_heads,
-            } => (name, *from, *permute_heads),
+                add_one,
+            } => (name, *from, *permute_heads, *add_one),
         };
         let (_, data) = self
             .weights
             .tensor(name)
             .ok_or_else(|| bad(format!("{name:?} vanished from the checkpoint")))?;
-        let mut data = if info.dtype != from {
+        let mut data = if info.dtype != from || add_one {
             let n = usize::try_from(info.elements()).map_err(|e| bad(e.to_string()))?;
             let mut row = vec![0f32; n];
             dequantize_row(from, data.as_slice(), &mut row).map_err(|source| {
@@ -214,6 +225,9 @@ impl TensorSource for HfModel {
                     source,
                 }
             })?;
+            if add_one {
+                row.iter_mut().for_each(|x| *x += 1.0);
+            }
             Bytes::from_vec(f32_bytes(&row))
         } else {
             data

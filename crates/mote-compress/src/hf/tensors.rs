@@ -3,7 +3,7 @@
 
 use mote_tensor::DType;
 
-use super::config::HfConfig;
+use super::config::{Arch, HfConfig};
 use super::HfError;
 
 /// How to turn one checkpoint tensor into its GGUF tensor.
@@ -14,6 +14,8 @@ pub struct Mapped {
     pub shape: Vec<u64>,
     /// Permute rows for adjacent-pair RoPE, with this many heads.
     pub permute_heads: Option<usize>,
+    /// Gemma's RMS norms multiply by `1 + w`; GGUF stores `1 + w`.
+    pub add_one: bool,
 }
 
 /// `None` for tensors the conversion drops (precomputed RoPE tables, a tied `lm_head`).
@@ -24,8 +26,10 @@ pub fn map_name(name: &str, cfg: &HfConfig, tied: bool) -> Result<Option<Mapped>
     let kv = cfg.n_head_kv as u64 * hd;
     let ff = cfg.n_ff as u64;
     let vocab = cfg.vocab_size as u64;
+    let gemma = cfg.arch == Arch::Gemma3;
     let plain = |gguf: String, shape: Vec<u64>| {
         Ok(Some(Mapped {
+            add_one: gemma && gguf.ends_with("norm.weight"),
             gguf,
             shape,
             permute_heads: None,
@@ -53,7 +57,12 @@ pub fn map_name(name: &str, cfg: &HfConfig, tied: bool) -> Result<Option<Mapped>
     let (suffix, shape, heads): (&str, Vec<u64>, Option<usize>) = match part {
         "self_attn.rotary_emb.inv_freq" => return Ok(None),
         "input_layernorm.weight" => ("attn_norm.weight", vec![e], None),
+        "post_attention_layernorm.weight" if gemma => ("post_attention_norm.weight", vec![e], None),
         "post_attention_layernorm.weight" => ("ffn_norm.weight", vec![e], None),
+        "pre_feedforward_layernorm.weight" if gemma => ("ffn_norm.weight", vec![e], None),
+        "post_feedforward_layernorm.weight" if gemma => ("post_ffw_norm.weight", vec![e], None),
+        "self_attn.q_norm.weight" if gemma => ("attn_q_norm.weight", vec![hd], None),
+        "self_attn.k_norm.weight" if gemma => ("attn_k_norm.weight", vec![hd], None),
         "self_attn.q_proj.weight" => ("attn_q.weight", vec![q, e], Some(cfg.n_head)),
         "self_attn.k_proj.weight" => ("attn_k.weight", vec![kv, e], Some(cfg.n_head_kv)),
         "self_attn.v_proj.weight" => ("attn_v.weight", vec![kv, e], None),
@@ -71,6 +80,7 @@ pub fn map_name(name: &str, cfg: &HfConfig, tied: bool) -> Result<Option<Mapped>
         gguf: format!("blk.{il}.{suffix}"),
         shape,
         permute_heads: heads.filter(|_| permute),
+        add_one: gemma && suffix.ends_with("norm.weight"),
     }))
 }
 
@@ -94,9 +104,19 @@ pub fn required(cfg: &HfConfig, tied: bool) -> Vec<String> {
         ] {
             names.push(format!("blk.{il}.{s}.weight"));
         }
-        if cfg.arch == super::config::Arch::Qwen2 {
+        if cfg.arch == Arch::Qwen2 {
             for s in ["attn_q", "attn_k", "attn_v"] {
                 names.push(format!("blk.{il}.{s}.bias"));
+            }
+        }
+        if cfg.arch == Arch::Gemma3 {
+            for s in [
+                "attn_q_norm",
+                "attn_k_norm",
+                "post_attention_norm",
+                "post_ffw_norm",
+            ] {
+                names.push(format!("blk.{il}.{s}.weight"));
             }
         }
     }
