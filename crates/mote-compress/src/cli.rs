@@ -216,6 +216,18 @@ pub struct QuantizeArgs {
     /// GPTQ dampening as a fraction of the mean Hessian diagonal.
     #[arg(long = "gptq-damp", default_value_t = 0.01)]
     pub gptq_damp: f64,
+    /// GPTQ dampening added to each column's own Hessian diagonal, as a fraction of it
+    /// (large values approach the importance-weighted rounding of --imatrix).
+    #[arg(long = "gptq-damp-diag", default_value_t = 1.0)]
+    pub gptq_damp_diag: f64,
+    /// GPTQ refinement rounds: re-fit each row's block scales to its codes by least
+    /// squares under the Hessian, then run GPTQ again on those grids (0: plain GPTQ).
+    #[arg(long = "gptq-refits", default_value_t = 1)]
+    pub gptq_refits: usize,
+    /// GPTQ calibration cache: read the Hessians from FILE when it exists, otherwise
+    /// collect them from --calib-file and save them there.
+    #[arg(long = "gptq-hessians", value_name = "FILE")]
+    pub gptq_hessians: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -254,13 +266,28 @@ pub fn quantize_options(args: &QuantizeArgs) -> Result<QuantizeOptions> {
         opts.importance = Some(Imatrix::read(path)?.importance());
     }
     opts.gptq_damp = args.gptq_damp;
+    opts.gptq_damp_diag = args.gptq_damp_diag;
+    opts.gptq_refits = args.gptq_refits;
     match args.method.to_ascii_lowercase().as_str() {
         "plain" => {}
         "gptq" => {
-            let calib = args.calib_file.as_ref().ok_or_else(|| {
-                CompressError::Invalid("--method gptq needs --calib-file TEXT".into())
-            })?;
-            opts.gptq = Some(collect_hessians(args, calib)?);
+            let cached = args.gptq_hessians.as_ref().filter(|p| p.exists());
+            opts.gptq = Some(match cached {
+                Some(path) => crate::gptq::read_hessians(path)?,
+                None => {
+                    let calib = args.calib_file.as_ref().ok_or_else(|| {
+                        CompressError::Invalid(
+                            "--method gptq needs --calib-file TEXT (or an existing --gptq-hessians file)"
+                                .into(),
+                        )
+                    })?;
+                    let (hessians, chunks) = collect_hessians(args, calib)?;
+                    if let Some(path) = &args.gptq_hessians {
+                        crate::gptq::write_hessians(path, &hessians, chunks, args.calib_ctx)?;
+                    }
+                    hessians
+                }
+            });
         }
         other => {
             return Err(CompressError::Invalid(format!(
@@ -271,10 +298,7 @@ pub fn quantize_options(args: &QuantizeArgs) -> Result<QuantizeOptions> {
     Ok(opts)
 }
 
-fn collect_hessians(
-    args: &QuantizeArgs,
-    calib: &Path,
-) -> Result<std::collections::HashMap<String, Arc<std::sync::Mutex<crate::gptq::Hessian>>>> {
+fn collect_hessians(args: &QuantizeArgs, calib: &Path) -> Result<(crate::gptq::Hessians, usize)> {
     let (model, tokenizer) = load_model(&args.input, args.threads)?;
     let text = read_text(calib)?;
     let collector = Arc::new(HessianCollector::new());
@@ -282,7 +306,7 @@ fn collect_hessians(
         0,
         "{spinner} GPTQ calibration [{bar:30}] {pos}/{len} windows {elapsed_precise}",
     );
-    run_calibration(
+    let chunks = run_calibration(
         &model,
         &tokenizer,
         &text,
@@ -297,7 +321,7 @@ fn collect_hessians(
         },
     )?;
     pb.finish_and_clear();
-    Ok(collector.hessians())
+    Ok((collector.hessians(), chunks))
 }
 
 /// `mote quantize`.

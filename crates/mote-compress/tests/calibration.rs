@@ -119,6 +119,9 @@ fn imatrix_round_trips_and_feeds_quantize() {
         calib_ctx: 64,
         calib_chunks: None,
         gptq_damp: 0.01,
+        gptq_damp_diag: 0.0,
+        gptq_refits: 1,
+        gptq_hessians: None,
         json: false,
         threads: 1,
     };
@@ -150,8 +153,22 @@ fn gptq_quantize_runs() {
         calib_ctx: 64,
         calib_chunks: Some(2),
         gptq_damp: 0.01,
+        gptq_damp_diag: 1.0,
+        gptq_refits: 1,
+        gptq_hessians: Some(dir.join("hessians.gguf")),
         json: false,
         threads: 1,
+    };
+    cli::run_quantize(&q).unwrap();
+    runs(&q.output);
+    assert!(dir.join("hessians.gguf").exists());
+    // Again from the saved Hessians (no calibration text needed), to Q4_0 with re-fits.
+    let q = QuantizeArgs {
+        output: dir.join("gptq-q4_0.gguf"),
+        ty: "Q4_0".into(),
+        calib_file: None,
+        gptq_refits: 2,
+        ..q
     };
     cli::run_quantize(&q).unwrap();
     runs(&q.output);

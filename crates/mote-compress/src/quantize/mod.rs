@@ -47,6 +47,10 @@ pub struct QuantizeOptions {
     pub gptq: Option<HashMap<String, Arc<Mutex<Hessian>>>>,
     /// GPTQ dampening, as a fraction of the mean Hessian diagonal.
     pub gptq_damp: f64,
+    /// GPTQ dampening proportional to each column's own Hessian diagonal.
+    pub gptq_damp_diag: f64,
+    /// GPTQ refinement rounds (scale re-fit under the Hessian, then GPTQ again).
+    pub gptq_refits: usize,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
     /// Worker threads (0: all cores).
@@ -63,6 +67,8 @@ impl QuantizeOptions {
             importance: None,
             gptq: None,
             gptq_damp: 0.01,
+            gptq_damp_diag: 1.0,
+            gptq_refits: 1,
             dry_run: false,
             threads: 0,
         }
@@ -281,7 +287,11 @@ pub fn quantize_source(
                     Some(f) => f.clone(),
                     None => {
                         let hess = h.lock().unwrap_or_else(|e| e.into_inner());
-                        let f = Arc::new(gptq::inverse_factor(&hess, opts.gptq_damp)?);
+                        let f = Arc::new(gptq::inverse_factor(
+                            &hess,
+                            opts.gptq_damp,
+                            opts.gptq_damp_diag,
+                        )?);
                         factors.insert(key, f.clone());
                         f
                     }
@@ -294,7 +304,15 @@ pub fn quantize_source(
                         source,
                     }
                 })?;
-                let data = gptq::quantize_matrix(p.to, &wf, rows, cols, &factor, threads)?;
+                let data = gptq::quantize_matrix(
+                    p.to,
+                    &wf,
+                    rows,
+                    cols,
+                    &factor,
+                    opts.gptq_refits,
+                    threads,
+                )?;
                 w.write_tensor(name, &data)?;
             } else {
                 let data = convert(src.as_slice(), p.info, p.to, importance, threads, cancel)?;
