@@ -442,3 +442,75 @@ fn rope_scaling(p: Obj) -> Result<RopeScaling, HfError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn llama(extra: Value) -> Value {
+        let mut v = json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
+            "num_hidden_layers": 2, "intermediate_size": 14336, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "hidden_act": "silu"
+        });
+        if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+            m.extend(e);
+        }
+        v
+    }
+
+    #[test]
+    fn llama3_rope_factors_match_the_reference() {
+        let cfg = HfConfig::parse(&llama(json!({"rope_scaling": {
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})))
+        .unwrap();
+        let f = cfg.rope_freq_factors().unwrap();
+        assert_eq!(f.len(), 64);
+        // From the converter's formula in torch (float32 frequencies).
+        let want = [
+            (0, 1.0),
+            (28, 1.0),
+            (29, 1.207_483_9),
+            (31, 2.026_313),
+            (34, 5.257_327),
+            (35, 8.0),
+            (63, 8.0),
+        ];
+        for (i, w) in want {
+            assert!((f[i] - w).abs() < 1e-4, "factor {i}: {} vs {w}", f[i]);
+        }
+        assert!(!cfg.metadata("m").iter().any(|(k, _)| k.contains("scaling")));
+    }
+
+    #[test]
+    fn linear_scaling_text_config_and_errors() {
+        let cfg = HfConfig::parse(&json!({"text_config": llama(json!({
+            "rope_scaling": {"type": "linear", "factor": 4.0}}))}))
+        .unwrap();
+        let meta = cfg.metadata("m");
+        let get = |k: &str| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("llama.rope.scaling.factor"), Some(MetaValue::F32(4.0)));
+        assert_eq!(
+            get("llama.attention.head_count_kv"),
+            Some(MetaValue::U32(8))
+        );
+        assert_eq!(get("llama.rope.freq_base"), Some(MetaValue::F32(500000.0)));
+        assert!(matches!(
+            HfConfig::parse(&llama(
+                json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
+            )),
+            Err(HfError::Unsupported(_))
+        ));
+        assert!(matches!(
+            HfConfig::parse(&llama(json!({"num_key_value_heads": 5}))),
+            Err(HfError::BadField { .. })
+        ));
+        assert!(matches!(
+            HfConfig::parse(&json!([1, 2])),
+            Err(HfError::BadField { .. })
+        ));
+    }
+}
