@@ -2,6 +2,7 @@
 //! plus the thread pool's per-job overhead.
 //!
 //! `cargo run --release --example matmul_bench -p mote-tensor [-- quick]`
+//! (`BENCH_PATHS=avx512,scalar` picks kernel paths, `BENCH_N=1,64,512` batch sizes)
 //!
 //! Each figure is the median of several timed samples (the machine may be shared).
 //! GFLOP/s counts 2·rows·cols·n; GB/s counts the weight bytes, streamed once per call.
@@ -109,6 +110,12 @@ fn main() {
             .collect(),
         Err(_) => Kernels::available(),
     };
+    // BENCH_N=1,64,512: the batch sizes (activation rows) to time.
+    let batches: Vec<usize> = std::env::var("BENCH_N")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 64]);
     let types = [
         DType::Q4_1,
         DType::Q8_0,
@@ -137,7 +144,7 @@ fn main() {
                 eprintln!("{dtype} {rows}x{cols}: bad size");
                 continue;
             };
-            for n in [1usize, 64] {
+            for &n in &batches {
                 let x: Vec<f32> = (0..n * cols)
                     .map(|i| ((i % 17) as f32 - 8.0) * 0.1)
                     .collect();

@@ -397,7 +397,7 @@ pub(super) unsafe fn q8_0<const B: usize, const VNNI: bool>(
 ///
 /// Per block and pair: one unsigned×signed byte dot (`vpdpbusd` starting from
 /// `−offset · Σ y`, so the sum is exactly `Σ (u − offset) · y`), one conversion, one
-/// multiply-add with `d_w · d_a`. Without VNNI the dot is `vpmaddubsw` + `vpmaddwd`
+/// multiply-add with `d_w · d_a` (those products made beforehand, four at a time). Without VNNI the dot is `vpmaddubsw` + `vpmaddwd`
 /// and needs `u ≤ 127` (Q8_0 is left out there). `MIN` adds `m · s` per block (Q4_1,
 /// Q5_1, whose offset is 0).
 #[inline(always)]
@@ -412,52 +412,67 @@ pub(super) unsafe fn gemm_q8<const VNNI: bool, const NB: usize, const MIN: bool>
     let mut out = [[0f32; 4]; 4];
     let off = _mm256_set1_epi8(offset as i8);
     let ones16 = _mm256_set1_epi16(1);
+    // The products d_w · d_a of up to CHUNK blocks, made four at a time (one vector
+    // multiply per weight row and block) before the blocks are multiplied, so that the
+    // multiply-adds read them with a broadcast load instead of shuffling them out of a
+    // register (or multiplying) once per pair.
+    const CHUNK: usize = 32;
+    let mut scales = [[[0f32; 4]; 4]; CHUNK];
     let mut pass = 0;
     while pass < 4 {
         let mut acc = [[_mm256_setzero_ps(); NB]; 4];
         let mut mins = [_mm_setzero_ps(); NB];
-        for k in 0..nb {
-            let uk = u.add(128 * k);
-            let dw = [
-                _mm256_broadcast_ss(&*d.add(4 * k)),
-                _mm256_broadcast_ss(&*d.add(4 * k + 1)),
-                _mm256_broadcast_ss(&*d.add(4 * k + 2)),
-                _mm256_broadcast_ss(&*d.add(4 * k + 3)),
-            ];
-            for b in 0..NB {
-                let y = &*a[pass + b].add(k);
-                let ys = load(y.qs.as_ptr() as *const u8);
-                let da = _mm256_broadcast_ss(&y.d);
-                // VNNI: −offset · (sums of four y) per lane, the start of every pair's
-                // dot. Else: +offset · (the same sums), subtracted after.
-                let corr = if MIN {
-                    _mm256_setzero_si256()
-                } else if VNNI {
-                    let c = _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, ys);
-                    _mm256_sub_epi32(_mm256_setzero_si256(), c)
-                } else {
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(off, ys), ones16)
-                };
-                for r in 0..4 {
-                    let w = load(uk.add(32 * r));
-                    let dot = if VNNI {
-                        _mm256_dpbusd_epi32(corr, w, ys)
-                    } else {
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, ys), ones16);
-                        if MIN {
-                            p
-                        } else {
-                            _mm256_sub_epi32(p, corr)
-                        }
-                    };
-                    let scale = _mm256_mul_ps(dw[r], da);
-                    acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][b]);
+        let mut k0 = 0;
+        while k0 < nb {
+            let k1 = (k0 + CHUNK).min(nb);
+            for (k, sk) in (k0..k1).zip(scales.iter_mut()) {
+                let mut da = [0f32; 4];
+                for b in 0..NB {
+                    da[b] = (*a[pass + b].add(k)).d;
                 }
-                if MIN {
-                    let mk = _mm_loadu_ps(m.add(4 * k));
-                    mins[b] = _mm_fmadd_ps(mk, _mm_broadcast_ss(&y.s), mins[b]);
+                let da = _mm_loadu_ps(da.as_ptr());
+                for (r, sr) in sk.iter_mut().enumerate() {
+                    let dr = _mm_broadcast_ss(&*d.add(4 * k + r));
+                    _mm_storeu_ps(sr.as_mut_ptr(), _mm_mul_ps(dr, da));
                 }
             }
+            for (k, sk) in (k0..k1).zip(scales.iter()) {
+                let uk = u.add(128 * k);
+                for b in 0..NB {
+                    let y = &*a[pass + b].add(k);
+                    let ys = load(y.qs.as_ptr() as *const u8);
+                    // VNNI: −offset · (sums of four y) per lane, the start of every
+                    // pair's dot. Else: +offset · (the same sums), subtracted after.
+                    let corr = if MIN {
+                        _mm256_setzero_si256()
+                    } else if VNNI {
+                        let c = _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, ys);
+                        _mm256_sub_epi32(_mm256_setzero_si256(), c)
+                    } else {
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(off, ys), ones16)
+                    };
+                    for r in 0..4 {
+                        let w = load(uk.add(32 * r));
+                        let dot = if VNNI {
+                            _mm256_dpbusd_epi32(corr, w, ys)
+                        } else {
+                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, ys), ones16);
+                            if MIN {
+                                p
+                            } else {
+                                _mm256_sub_epi32(p, corr)
+                            }
+                        };
+                        let scale = _mm256_broadcast_ss(&sk[r][b]);
+                        acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][b]);
+                    }
+                    if MIN {
+                        let mk = _mm_loadu_ps(m.add(4 * k));
+                        mins[b] = _mm_fmadd_ps(mk, _mm_broadcast_ss(&y.s), mins[b]);
+                    }
+                }
+            }
+            k0 = k1;
         }
         for b in 0..NB {
             let mut mb = [0f32; 4];
