@@ -296,6 +296,12 @@ fn bad_folders_give_typed_errors() {
     });
     assert!(matches!(open(&d), HfError::MissingTensor(t) if t == "blk.2.attn_norm.weight"));
 
+    // A hostile layer count fails at the first missing layer, without allocating for it.
+    let d = edited("llama-tiny", "huge", "config.json", |v| {
+        v["num_hidden_layers"] = serde_json::json!(4_000_000_000u64);
+    });
+    assert!(matches!(open(&d), HfError::MissingTensor(t) if t == "blk.2.attn_norm.weight"));
+
     let d = edited("llama-tiny", "act", "config.json", |v| {
         v["hidden_act"] = serde_json::json!("relu");
     });

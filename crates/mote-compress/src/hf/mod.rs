@@ -108,10 +108,8 @@ impl HfModel {
                 },
             );
         }
-        for name in tensors::required(&config, tied) {
-            if !origins.contains_key(&name) {
-                return Err(HfError::MissingTensor(name));
-            }
+        if let Some(name) = tensors::first_missing(&config, tied, |n| origins.contains_key(n)) {
+            return Err(HfError::MissingTensor(name));
         }
         if let Some(factors) = config.rope_freq_factors() {
             let name = "rope_freqs.weight";

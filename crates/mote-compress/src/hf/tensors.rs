@@ -84,41 +84,47 @@ pub fn map_name(name: &str, cfg: &HfConfig, tied: bool) -> Result<Option<Mapped>
     }))
 }
 
-/// The GGUF tensors every model of this config must have (biases are optional).
-pub fn required(cfg: &HfConfig, tied: bool) -> Vec<String> {
-    let mut names = vec!["token_embd.weight".to_string(), "output_norm.weight".into()];
+/// The first GGUF tensor this config needs that `has` does not know (biases other than
+/// Qwen2's are optional). Stops at the first gap, so a hostile `num_hidden_layers` costs
+/// nothing.
+pub fn first_missing(cfg: &HfConfig, tied: bool, has: impl Fn(&str) -> bool) -> Option<String> {
+    let mut top = vec!["token_embd.weight".to_string(), "output_norm.weight".into()];
     if !tied {
-        names.push("output.weight".into());
+        top.push("output.weight".into());
     }
-    for il in 0..cfg.n_layer {
-        for s in [
-            "attn_norm",
-            "ffn_norm",
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        ] {
-            names.push(format!("blk.{il}.{s}.weight"));
-        }
-        if cfg.arch == Arch::Qwen2 {
-            for s in ["attn_q", "attn_k", "attn_v"] {
-                names.push(format!("blk.{il}.{s}.bias"));
-            }
-        }
-        if cfg.arch == Arch::Gemma3 {
-            for s in [
-                "attn_q_norm",
-                "attn_k_norm",
-                "post_attention_norm",
-                "post_ffw_norm",
-            ] {
-                names.push(format!("blk.{il}.{s}.weight"));
-            }
-        }
+    if let Some(n) = top.into_iter().find(|n| !has(n)) {
+        return Some(n);
+    }
+    (0..cfg.n_layer).find_map(|il| layer_names(cfg, il).into_iter().find(|n| !has(n)))
+}
+
+/// The tensors of layer `il`.
+fn layer_names(cfg: &HfConfig, il: usize) -> Vec<String> {
+    let mut weights = vec![
+        "attn_norm",
+        "ffn_norm",
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    if cfg.arch == Arch::Gemma3 {
+        weights.extend([
+            "attn_q_norm",
+            "attn_k_norm",
+            "post_attention_norm",
+            "post_ffw_norm",
+        ]);
+    }
+    let mut names: Vec<String> = weights
+        .iter()
+        .map(|s| format!("blk.{il}.{s}.weight"))
+        .collect();
+    if cfg.arch == Arch::Qwen2 {
+        names.extend(["attn_q", "attn_k", "attn_v"].map(|s| format!("blk.{il}.{s}.bias")));
     }
     names
 }
