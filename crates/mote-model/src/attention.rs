@@ -15,7 +15,7 @@ use mote_tensor::kernels::{quantize_q8, BlockQ8, Dot, Kernels, Q8_BLOCK};
 use mote_tensor::{parallel, quant, DType};
 
 use crate::cache::{KvCache, KvPrecision, LayerKv};
-use crate::ggml_math::{dot16_f16, reduce16, v_expf, LANES};
+use crate::ggml_math::{dot16_f16, exp_sub, reduce16, LANES};
 
 /// Tokens per query block (one task on the pool).
 const QUERY_BLOCK: usize = 16;
@@ -254,7 +254,7 @@ fn attend_block_ggml(
                 *x = dot16_f16(qr, &sc.k[(a + j) * dk..][..dk]) * p.scale;
                 max = max.max(*x);
             }
-            srow[a..b].iter_mut().for_each(|x| *x = v_expf(*x - max));
+            exp_sub(&mut srow[a..b], max);
             let (c0, c1) = (a - a % LANES, b.div_ceil(LANES) * LANES);
             let sum: f64 = srow[c0..c1]
                 .chunks_exact(LANES)

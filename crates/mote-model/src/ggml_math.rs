@@ -43,6 +43,11 @@ pub fn reduce16(v: &[f32; LANES]) -> f32 {
 /// `a.len()` must be a multiple of 16.
 #[inline]
 pub fn dot16_f16(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F is available (checked by `avx512`).
+        return unsafe { x86::dot16(a, b) };
+    }
     let mut acc = [0f32; LANES];
     for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
         for l in 0..LANES {
@@ -50,6 +55,28 @@ pub fn dot16_f16(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     reduce16(&acc)
+}
+
+/// `x[i] = v_expf(x[i] - sub)` for every element.
+pub fn exp_sub(x: &mut [f32], sub: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F is available (checked by `avx512`).
+        unsafe { x86::exp_sub(x, sub) };
+        return;
+    }
+    x.iter_mut().for_each(|v| *v = v_expf(*v - sub));
+}
+
+/// Whether the AVX-512 forms below may run: mote's kernels chose their AVX-512 path
+/// (which also honours `MOTE_KERNELS`). The scalar forms compute the same bits.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        use mote_tensor::kernels::{KernelPath, Kernels};
+        Kernels::active().path == KernelPath::Avx512 && is_x86_feature_detected!("avx512f")
+    })
 }
 
 /// ggml's vectorized `expf` for AVX-512 (`ggml_v_expf`, after ARM's optimized
@@ -82,11 +109,17 @@ pub fn v_expf(x: f32) -> f32 {
         u,
         fma(f32::from_bits(0x3f7f_fff6), b, 1.0), // 0x1.ffffecp-1
     );
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    // `_mm512_scalef_ps(j, n)`: j·2ⁿ rounded once (also into the subnormal range); 2ⁿ
+    // built from its bits (n is an integer), so that the loops calling this vectorize.
+    let big = n.abs() > 192.0;
+    let e = if big { 0 } else { n as i64 };
+    let res = (j as f64 * f64::from_bits(((e + 1023) as u64) << 52)) as f32;
+    let alt = if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    if big {
+        alt
+    } else {
+        res
     }
-    // `_mm512_scalef_ps(j, n)`: j·2ⁿ rounded once (also into the subnormal range).
-    (j as f64 * (n as f64).exp2()) as f32
 }
 
 /// `gate[i] = silu(gate[i]) · up[i]` over rows of `cols` values, as
@@ -99,6 +132,16 @@ pub fn swiglu(gate: &mut [f32], up: &[f32], cols: usize) {
     for (g, u) in gate.chunks_exact_mut(cols).zip(up.chunks_exact(cols)) {
         let (gb, gt) = g.split_at_mut(body);
         let (ub, ut) = u.split_at(body);
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // SAFETY: AVX-512F is available (checked by `avx512`).
+            unsafe { x86::swiglu(gb, ub) };
+        } else {
+            for (x, &y) in gb.iter_mut().zip(ub) {
+                *x = *x / (1.0 + v_expf(0.0 - *x)) * y;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         for (x, &y) in gb.iter_mut().zip(ub) {
             *x = *x / (1.0 + v_expf(0.0 - *x)) * y;
         }
@@ -140,6 +183,126 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
         } else {
             table[half::f16::from_f32(*x).to_bits() as usize].to_f32() * y
         };
+    }
+}
+
+/// The same functions with AVX-512 instructions: ggml's own operations, so the same bits
+/// as the scalar forms, at the speed of the kernels they mirror.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{v_expf, LANES};
+
+    /// [`super::reduce16`] on a vector: halves added pairwise, 8 + 4 + 2 + 1.
+    #[target_feature(enable = "avx512f")]
+    fn reduce(v: __m512) -> f32 {
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let t = _mm256_add_ps(hi, lo);
+        let u = _mm_add_ps(_mm256_extractf128_ps::<1>(t), _mm256_castps256_ps128(t));
+        let w = _mm_add_ps(u, _mm_movehl_ps(u, u));
+        _mm_cvtss_f32(_mm_add_ss(w, _mm_shuffle_ps::<1>(w, w)))
+    }
+
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot16(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            // SAFETY: both chunks hold 16 floats.
+            let (va, vb) = unsafe { (_mm512_loadu_ps(ca.as_ptr()), _mm512_loadu_ps(cb.as_ptr())) };
+            acc = _mm512_fmadd_ps(va, vb, acc);
+        }
+        reduce(acc)
+    }
+
+    /// `ggml_v_expf` (AVX-512 form).
+    #[target_feature(enable = "avx512f")]
+    fn expf(x: __m512) -> __m512 {
+        let r = _mm512_set1_ps(12_582_912.0);
+        let z = _mm512_fmadd_ps(x, _mm512_set1_ps(f32::from_bits(0x3fb8_aa3b)), r);
+        let n = _mm512_sub_ps(z, r);
+        let b = _mm512_fnmadd_ps(
+            n,
+            _mm512_set1_ps(f32::from_bits(0x35bf_be8e)),
+            _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x3f31_7200)), x),
+        );
+        let d = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(
+                    _mm512_set1_ps(f32::from_bits(0x3c07_2010)),
+                    b,
+                    _mm512_set1_ps(f32::from_bits(0x3d2b_9f17)),
+                ),
+                u,
+                _mm512_fmadd_ps(
+                    _mm512_set1_ps(f32::from_bits(0x3e2a_af33)),
+                    b,
+                    _mm512_set1_ps(f32::from_bits(0x3eff_fedb)),
+                ),
+            ),
+            u,
+            _mm512_fmadd_ps(
+                _mm512_set1_ps(f32::from_bits(0x3f7f_fff6)),
+                b,
+                _mm512_set1_ps(1.0),
+            ),
+        );
+        let res = _mm512_scalef_ps(j, n);
+        if d == 0 {
+            return res;
+        }
+        let zero = _mm512_setzero_ps();
+        let alt = _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, zero),
+            _mm512_set1_ps(f32::INFINITY),
+            zero,
+        );
+        _mm512_mask_blend_ps(d, res, alt)
+    }
+
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp_sub(x: &mut [f32], sub: f32) {
+        let s = _mm512_set1_ps(sub);
+        let mut chunks = x.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            // SAFETY: the chunk holds 16 floats.
+            unsafe {
+                let v = _mm512_loadu_ps(c.as_ptr());
+                _mm512_storeu_ps(c.as_mut_ptr(), expf(_mm512_sub_ps(v, s)));
+            }
+        }
+        for v in chunks.into_remainder() {
+            *v = v_expf(*v - sub);
+        }
+    }
+
+    /// `g = silu(g) · u`, 16 at a time (`g.len()` a multiple of 16), as
+    /// `ggml_vec_swiglu_f32`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn swiglu(g: &mut [f32], u: &[f32]) {
+        let one = _mm512_set1_ps(1.0);
+        for (cg, cu) in g.chunks_exact_mut(LANES).zip(u.chunks_exact(LANES)) {
+            // SAFETY: both chunks hold 16 floats.
+            unsafe {
+                let x = _mm512_loadu_ps(cg.as_ptr());
+                let e = expf(_mm512_sub_ps(_mm512_setzero_ps(), x));
+                let y = _mm512_mul_ps(
+                    _mm512_div_ps(x, _mm512_add_ps(one, e)),
+                    _mm512_loadu_ps(cu.as_ptr()),
+                );
+                _mm512_storeu_ps(cg.as_mut_ptr(), y);
+            }
+        }
     }
 }
 
@@ -187,6 +350,44 @@ mod tests {
             assert!(
                 (y - want).abs() < 2e-3 * (1.0 + want.abs()),
                 "{x}: {y} vs {want}"
+            );
+        }
+    }
+    #[test]
+    fn vector_forms_equal_scalar_forms() {
+        let xs: Vec<f32> = (0..4099)
+            .map(|i| {
+                ((i as f32 * 0.618).sin() * 40.0) - 10.0 + if i % 97 == 0 { -150.0 } else { 0.0 }
+            })
+            .collect();
+        let mut got = xs.clone();
+        exp_sub(&mut got, 3.5);
+        for (x, g) in xs.iter().zip(&got) {
+            assert_eq!(g.to_bits(), v_expf(x - 3.5).to_bits(), "exp {x}");
+        }
+        let a: Vec<f32> = xs[..256]
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        let b: Vec<f32> = xs[256..512]
+            .iter()
+            .map(|v| half::f16::from_f32(*v * 0.1).to_f32())
+            .collect();
+        let mut acc = [0f32; LANES];
+        for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            for l in 0..LANES {
+                acc[l] += ca[l] * cb[l];
+            }
+        }
+        assert_eq!(dot16_f16(&a, &b).to_bits(), reduce16(&acc).to_bits());
+        let up: Vec<f32> = xs.iter().map(|v| v * 0.01 + 1.0).collect();
+        let mut g = xs[..4096].to_vec();
+        swiglu(&mut g, &up[..4096], 2048);
+        for ((x, u), y) in xs.iter().zip(&up).zip(&g) {
+            assert_eq!(
+                y.to_bits(),
+                (x / (1.0 + v_expf(0.0 - x)) * u).to_bits(),
+                "silu {x}"
             );
         }
     }
