@@ -108,7 +108,7 @@ pub fn target_type(requested: DType, cols: usize, is_output: bool) -> DType {
     } else {
         requested
     };
-    let fits = |t: DType| cols % t.block_len() == 0;
+    let fits = |t: DType| cols.is_multiple_of(t.block_len());
     if fits(wanted) {
         return wanted;
     }

@@ -230,7 +230,6 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
         cache_type_k: args.cache_type_k,
         cache_type_v: args.cache_type_v,
         quantize: args.quantize,
-        ..Default::default()
     };
     let (frontend, backend, n_ctx) =
         model_engine::load_with(&args.model, &opts, args.parallel, args.ctx_size)?;
