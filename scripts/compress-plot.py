@@ -123,11 +123,17 @@ def svg(points, out):
                          f'fill="{color}"/>')
             parts.append(f'<text x="{pad_l + pw - 242}" y="{ly}" fill="{color}">'
                          f'{escape(name[:40])}</text>')
+        placed = []
         for _, label, x, y, sec in sorted(pts, key=lambda p: p[2]):
             color = COLORS[series.index(sec) % len(COLORS)]
             cx, cy = px(x), py(y)
             parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{color}"/>')
-            parts.append(f'<text x="{cx + 6:.1f}" y="{cy - 5:.1f}" fill="{color}">'
+            # Move a label down until it clears the ones already placed nearby.
+            ty = cy - 5
+            while any(abs(ty - py_) < 12 and abs(cx - px_) < 110 for px_, py_ in placed):
+                ty += 12
+            placed.append((cx, ty))
+            parts.append(f'<text x="{cx + 6:.1f}" y="{ty:.1f}" fill="{color}">'
                          f'{escape(label)} ({y:+.2f})</text>')
     parts.append("</svg>")
     with open(out, "w", encoding="utf-8") as f:
