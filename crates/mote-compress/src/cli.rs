@@ -53,6 +53,14 @@ pub struct PerplexityArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Quantize a float model's weight matrices to TYPE while loading (q8_0, q4_0,
+    /// q4_k, ...), to measure a type without writing a file.
+    #[arg(long = "quantize", value_name = "TYPE", value_parser = parse_load_quantize)]
+    pub quantize: Option<mote_tensor::DType>,
+}
+
+fn parse_load_quantize(name: &str) -> std::result::Result<mote_tensor::DType, String> {
+    mote_model::parse_quantize_type(name).map_err(|e| e.to_string())
 }
 
 fn bar(total: u64, template: &str) -> ProgressBar {
@@ -72,6 +80,15 @@ fn read_text(path: &Path) -> Result<String> {
 
 /// Loads a model and its tokenizer.
 pub fn load_model(path: &Path, threads: usize) -> Result<(Model, Tokenizer)> {
+    load_model_quantized(path, threads, None)
+}
+
+/// [`load_model`], with the weight matrices quantized at load time to `quantize`.
+pub fn load_model_quantized(
+    path: &Path,
+    threads: usize,
+    quantize: Option<mote_tensor::DType>,
+) -> Result<(Model, Tokenizer)> {
     if threads > 0 {
         mote_tensor::parallel::set_threads(threads);
     }
@@ -79,16 +96,20 @@ pub fn load_model(path: &Path, threads: usize) -> Result<(Model, Tokenizer)> {
         path,
         &LoadOptions {
             threads,
+            quantize,
             ..Default::default()
         },
     )?;
+    if let Some(q) = model.load_quantization() {
+        eprintln!("mote: {}", q.summary());
+    }
     let tokenizer = Tokenizer::from_gguf(model.gguf())?;
     Ok((model, tokenizer))
 }
 
 /// Computes perplexity (and KL statistics) without printing.
 pub fn perplexity(args: &PerplexityArgs) -> Result<PerplexityReport> {
-    let (model, tokenizer) = load_model(&args.model, args.threads)?;
+    let (model, tokenizer) = load_model_quantized(&args.model, args.threads, args.quantize)?;
     let text = read_text(&args.file)?;
     let tokens = tokenize_text(&tokenizer, &text);
 
