@@ -321,6 +321,9 @@ const ROW_TILE: usize = 16;
 /// few microseconds, more than they would save.
 const PARALLEL_MIN_WORK: usize = 64 * 1024;
 
+/// Multiply-adds per task that [`task_count`] aims at for large products.
+const TASK_WORK: usize = 1 << 20;
+
 /// How many tasks to split `rows` output rows into, `work` multiply-adds per row.
 fn task_count(pool: &Pool, rows: usize, work: usize) -> usize {
     let threads = pool.threads();
@@ -328,8 +331,14 @@ fn task_count(pool: &Pool, rows: usize, work: usize) -> usize {
         return 1;
     }
     // Two tasks per thread lets a thread that started late (woken from sleep, or
-    // descheduled on a busy machine) take fewer rows.
-    (2 * threads).min(rows.div_ceil(ROW_TILE)).max(1)
+    // descheduled on a busy machine) take fewer rows. Batch products get more, about
+    // TASK_WORK multiply-adds each (up to eight per thread): with only two, a worker
+    // that wakes a little late leaves the caller three quarters of the product.
+    let by_work = rows.saturating_mul(work) / TASK_WORK;
+    by_work
+        .clamp(2 * threads, 8 * threads)
+        .min(rows.div_ceil(ROW_TILE))
+        .max(1)
 }
 
 /// Fills `outs[b][r]` with weight row `r` (of `w`) times activation row `b`, four
