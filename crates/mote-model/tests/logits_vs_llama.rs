@@ -15,8 +15,11 @@
 //!   cache 4.2e-3 / 96.5%; flash attention off vs on 4.3e-3 / 95.1%). mote reproduces
 //!   llama.cpp's roundings in norms, RoPE, attention and activations (`ggml_math`); with
 //!   ggml's activation quantization and K-quant accumulation order in the kernels too,
-//!   both real models match bit for bit (docs/correctness.md). Until then the argmax is
-//!   checked strictly only where llama.cpp's top token leads the runner-up clearly.
+//!   both real models match the fixture (made by an AVX-512 build of llama.cpp) bit for
+//!   bit on mote's AVX-512 path (docs/correctness.md): there the bound is the issue's
+//!   ≥ 99 % argmax agreement. The other paths (AVX2, NEON, scalar) sum in other orders, as
+//!   llama.cpp's own builds for those CPUs do; there the argmax is checked strictly only
+//!   where llama.cpp's top token leads the runner-up clearly.
 
 use std::path::PathBuf;
 
@@ -181,6 +184,26 @@ const QUANTIZED: Bounds = Bounds {
     clear_agreement: Some(0.99),
 };
 
+/// Quantized weights on the kernel path whose arithmetic is the fixture's (AVX-512):
+/// the same bits as llama.cpp, so the argmax must agree almost everywhere.
+const QUANTIZED_SAME_ARITHMETIC: Bounds = Bounds {
+    mean_kl: 1e-4,
+    agreement: Some(0.99),
+    clear_agreement: Some(1.0),
+};
+
+/// The bounds for a quantized real model on the kernel path this run uses.
+fn quantized_bounds() -> Bounds {
+    use mote_tensor::kernels::{KernelPath, Kernels};
+    let path = Kernels::active().path;
+    println!("kernel path: {path:?}");
+    if path == KernelPath::Avx512 {
+        QUANTIZED_SAME_ARITHMETIC
+    } else {
+        QUANTIZED
+    }
+}
+
 fn check(name: &str, model_file: PathBuf, bounds: Bounds) {
     let fx = read_fixture(name);
     let model = Model::load(&model_file, &LoadOptions::default()).unwrap();
@@ -256,13 +279,13 @@ fn tiny_llama_matches_llama_cpp() {
 #[test]
 fn smollm2_matches_llama_cpp() {
     if let Some(p) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") {
-        check("smollm2", p, QUANTIZED);
+        check("smollm2", p, quantized_bounds());
     }
 }
 
 #[test]
 fn gemma3_matches_llama_cpp() {
     if let Some(p) = model_path("gemma-3-270m-Q4_K_M.gguf") {
-        check("gemma3", p, QUANTIZED);
+        check("gemma3", p, quantized_bounds());
     }
 }

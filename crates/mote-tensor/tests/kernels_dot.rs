@@ -144,7 +144,10 @@ fn activation_quantization() {
     quantize_q8(&x, &mut q8);
     for (b, xs) in q8.iter().zip(x.chunks_exact(32)) {
         let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
-        assert_eq!(b.s, b.d * sum as f32);
+        // s is d·Σq rounded to f16 (as ggml's block_q8_1), d itself unrounded.
+        let rel = (b.s - b.d * sum as f32).abs() / (b.d * sum as f32).abs().max(1e-6);
+        assert!(rel <= 2e-3, "s {} vs d·Σq {}", b.s, b.d * sum as f32);
+        assert_eq!(b.s, half::f16::from_f32(b.s).to_f32());
         for (q, v) in b.qs.iter().zip(xs) {
             assert!(*q > -128);
             // d is rounded to f16, so allow a little over half a step.

@@ -79,7 +79,9 @@ pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
     for (blk, xs) in out.iter_mut().zip(x.chunks_exact(Q8_BLOCK)) {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        // ggml's x86 quantizer multiplies by 127/amax (not 1/d): the last bit of the
+        // products, and so the 8-bit codes at ties, depend on it.
+        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in blk.qs.iter_mut().zip(xs) {
             // Ties to even with ggml's float trick (as its SIMD quantizers round):
@@ -91,7 +93,8 @@ pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
             sum += r as i32;
         }
         blk.d = half::f16::from_f32(d).to_f32();
-        blk.s = blk.d * sum as f32;
+        // As ggml's block_q8_1: the sum is scaled by the unrounded d, then rounded to f16.
+        blk.s = half::f16::from_f32(d * sum as f32).to_f32();
     }
 }
 

@@ -529,6 +529,7 @@ unsafe fn k4<const B: usize, const VNNI: bool, const KIND: u8>(
 ) -> [f32; B] {
     let block_bytes = if KIND == Q4_K { 144 } else { 176 };
     let mut acc = [_mm256_setzero_ps(); B];
+    let (mut lane_a, mut lane_m) = ([0f32; B], [0f32; B]);
     for i in 0..nb {
         let p = w.add(i * block_bytes);
         let (d, dmin) = (f16_load(p), f16_load(p.add(2)));
@@ -543,22 +544,73 @@ unsafe fn k4<const B: usize, const VNNI: bool, const KIND: u8>(
         let mins = _mm256_loadu_si256(mins.as_ptr() as *const __m256i);
         for b in 0..B {
             let y = &*a[b].add(i);
-            let mut sum = _mm256_setzero_si256();
-            for g in 0..8 {
-                let ys = load(y.qs.as_ptr().add(32 * g) as *const u8);
-                sum = dot_us_scaled_acc::<VNNI>(sum, q[g], ys, _mm256_set1_epi16(sc[g] as i16));
-            }
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             let min_sum = _mm256_madd_epi16(bsums, mins);
-            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * y.d), acc[b]);
-            acc[b] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(min_sum),
-                _mm256_set1_ps(-dmin * y.d),
-                acc[b],
-            );
+            if KIND == Q4_K {
+                // llama.cpp's order (its repacked Q4_K GEMM): the integer sums of each
+                // 64-value pair of groups are scaled and added to two f32 accumulators,
+                // one for the scaled dots and one for the mins, subtracted at the end.
+                // Same bits as llama.cpp, so near-tied logits break the same way.
+                let mut pairs = [_mm256_setzero_si256(); 4];
+                for (sb, pair) in pairs.iter_mut().enumerate() {
+                    for g in [2 * sb, 2 * sb + 1] {
+                        let ys = load(y.qs.as_ptr().add(32 * g) as *const u8);
+                        let s16 = _mm256_set1_epi16(sc[g] as i16);
+                        *pair = dot_us_scaled_acc::<VNNI>(*pair, q[g], ys, s16);
+                    }
+                }
+                let dots = hsum4_epi32(pairs);
+                let h = _mm256_hadd_epi32(min_sum, min_sum);
+                let min4 =
+                    _mm_unpacklo_epi64(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                let (mut dv, mut mv) = ([0f32; 4], [0f32; 4]);
+                _mm_storeu_ps(dv.as_mut_ptr(), _mm_cvtepi32_ps(dots));
+                _mm_storeu_ps(mv.as_mut_ptr(), _mm_cvtepi32_ps(min4));
+                let (dd, dm) = (d * y.d, dmin * y.d);
+                for sb in 0..4 {
+                    lane_a[b] = dv[sb].mul_add(dd, lane_a[b]);
+                    lane_m[b] = mv[sb].mul_add(dm, lane_m[b]);
+                }
+            } else {
+                let mut sum = _mm256_setzero_si256();
+                for g in 0..8 {
+                    let ys = load(y.qs.as_ptr().add(32 * g) as *const u8);
+                    let s16 = _mm256_set1_epi16(sc[g] as i16);
+                    sum = dot_us_scaled_acc::<VNNI>(sum, q[g], ys, s16);
+                }
+                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * y.d), acc[b]);
+                acc[b] = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(min_sum),
+                    _mm256_set1_ps(-dmin * y.d),
+                    acc[b],
+                );
+            }
         }
     }
+    if KIND == Q4_K {
+        let mut out = [0f32; B];
+        for b in 0..B {
+            out[b] = lane_a[b] - lane_m[b];
+        }
+        return out;
+    }
     hsums(acc)
+}
+
+/// The lane sums of four vectors of eight i32s, as four i32s (exact).
+#[inline(always)]
+unsafe fn hsum4_epi32(v: [__m256i; 4]) -> __m128i {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// The sum of eight i32 lanes (exact).
+#[inline(always)]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01_00_11_10>(x));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+    _mm_cvtsi128_si32(x)
 }
 
 #[inline(always)]
@@ -591,7 +643,7 @@ pub(super) unsafe fn q6_k<const B: usize, const VNNI: bool>(
     a: [*const BlockQ8K; B],
     nb: usize,
 ) -> [f32; B] {
-    let mut acc = [_mm256_setzero_ps(); B];
+    let mut acc = [0f32; B];
     let low = _mm256_set1_epi8(15);
     let three = _mm256_set1_epi8(3);
     for i in 0..nb {
@@ -640,10 +692,11 @@ pub(super) unsafe fn q6_k<const B: usize, const VNNI: bool>(
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
             let total = _mm256_sub_epi32(sums[b], offset);
-            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * y.d), acc[b]);
+            // llama.cpp's order: one f32 multiply-add per 256-value block.
+            acc[b] = (hsum_epi32(total) as f32 * d).mul_add(y.d, acc[b]);
         }
     }
-    hsums(acc)
+    acc
 }
 
 /// Per-lane scales for a 32-byte vector holding two 16-value groups: `lo` for the low
