@@ -26,7 +26,7 @@ use mote_file::GgufFile;
 
 pub use cache::{KvCache, KvPrecision, UnknownKvPrecision};
 pub use config::{LayerConfig, ModelConfig};
-pub use load_quant::{parse_quantize_type, target_type, LoadQuantization};
+pub use load_quant::{fit_to_row, parse_quantize_type, target_type, LoadQuantization};
 pub use observer::MatmulObserver;
 pub use spec::ArchSpec;
 

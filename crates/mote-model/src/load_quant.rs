@@ -108,11 +108,18 @@ pub fn target_type(requested: DType, cols: usize, is_output: bool) -> DType {
     } else {
         requested
     };
+    fit_to_row(wanted, cols)
+}
+
+/// `ty`, or the type llama.cpp falls back to when `ty`'s blocks do not divide a row of
+/// `cols` values: 256-wide k-quants step to a 32-wide legacy type of similar size, and
+/// anything that still does not fit is stored as F16. (`mote quantize` uses the same rule.)
+pub fn fit_to_row(ty: DType, cols: usize) -> DType {
     let fits = |t: DType| cols.is_multiple_of(t.block_len());
-    if fits(wanted) {
-        return wanted;
+    if fits(ty) {
+        return ty;
     }
-    let smaller = match wanted {
+    let smaller = match ty {
         DType::Q2_K | DType::Q3_K => DType::Q4_0,
         DType::Q4_K => DType::Q5_0,
         DType::Q5_K => DType::Q5_1,

@@ -246,26 +246,12 @@ impl Policy {
     }
 }
 
-/// A type whose blocks fit the row length, as llama.cpp falls back: 256-wide k-quants
-/// step to a 32-wide legacy type of similar size, and anything that still does not fit
-/// is stored as F16.
+/// A type whose blocks fit the row length, as llama.cpp falls back (see
+/// [`mote_model::fit_to_row`]); `dims[0]` is the row length.
 pub fn fallback(dims: &[u64], ty: DType) -> DType {
-    let cols = dims.first().copied().unwrap_or(0);
-    let fits = |t: DType| cols % t.block_len() as u64 == 0;
-    if fits(ty) {
-        return ty;
-    }
-    let smaller = match ty {
-        DType::Q2_K | DType::Q3_K => DType::Q4_0,
-        DType::Q4_K => DType::Q5_0,
-        DType::Q5_K => DType::Q5_1,
-        DType::Q6_K => DType::Q8_0,
-        other => other,
-    };
-    if fits(smaller) {
-        smaller
-    } else {
-        DType::F16
+    match usize::try_from(dims.first().copied().unwrap_or(0)) {
+        Ok(cols) => mote_model::fit_to_row(ty, cols),
+        Err(_) => DType::F16,
     }
 }
 
