@@ -14,6 +14,22 @@ fn models_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
 }
 
+/// A downloaded model, or `None` (test skipped) when it is missing and
+/// `MOTE_REQUIRE_MODELS` is not set.
+fn model(name: &str) -> Option<PathBuf> {
+    let path = models_dir().join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("MOTE_REQUIRE_MODELS").is_none(),
+        "{} is missing",
+        path.display()
+    );
+    eprintln!("skipping: {} not found", path.display());
+    None
+}
+
 fn load(path: &Path, quantize: Option<DType>) -> Model {
     let opts = LoadOptions {
         quantize,
@@ -108,16 +124,9 @@ fn gemma3_tiny_quantized_at_load_is_close() {
 
 #[test]
 fn tiny_llama_quantized_at_load_is_close() {
-    let path = models_dir().join("tiny.gguf");
-    if !path.exists() {
-        assert!(
-            std::env::var_os("MOTE_REQUIRE_MODELS").is_none(),
-            "{} is missing",
-            path.display()
-        );
-        eprintln!("skipping: {} not found", path.display());
+    let Some(path) = model("tiny.gguf") else {
         return;
-    }
+    };
     // Its 16-wide rows do not fit 32-blocks: only ffn_down (64 wide) is converted.
     check(
         &path,
@@ -128,16 +137,9 @@ fn tiny_llama_quantized_at_load_is_close() {
 
 #[test]
 fn already_quantized_files_are_left_alone() {
-    let path = models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        assert!(
-            std::env::var_os("MOTE_REQUIRE_MODELS").is_none(),
-            "{} is missing",
-            path.display()
-        );
-        eprintln!("skipping: {} not found", path.display());
+    let Some(path) = model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
-    }
+    };
     let m = load(&path, Some(DType::Q8_0));
     let r = m.load_quantization().unwrap();
     println!("{}", r.summary());
