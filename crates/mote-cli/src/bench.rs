@@ -2,6 +2,9 @@
 //!
 //! pp<N>: one batched forward of N prompt tokens on an empty cache.
 //! tg<N>: N single-token forwards after a one-token warm-up.
+//! tg<N>x<S> (`--npl S`, llama-batched-bench's term): S sequences, each with its own
+//! cache, decode N tokens together, one token each per batched forward (what `mote serve
+//! --parallel S` does at every step); reported as aggregate tokens/s over all sequences.
 //! Each test runs `-r` times after one untimed warm-up run; we report mean ± sd tokens/s,
 //! plus the model's load time and the process's peak resident memory.
 
@@ -10,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use mote_model::{KvPrecision, LoadOptions, Model};
+use mote_model::{BatchItem, KvPrecision, LoadOptions, Model};
 use serde_json::json;
 
 use crate::model_path;
@@ -31,6 +34,11 @@ pub struct BenchArgs {
     /// Generated-token counts to test, comma-separated; 0 skips generation.
     #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_values_t = [128])]
     pub n_gen: Vec<usize>,
+
+    /// Parallel sequences for the generation tests, comma-separated (llama-batched-bench's
+    /// -npl): each decodes -n tokens in one batched forward per step, all logits computed.
+    #[arg(long = "npl", value_delimiter = ',', default_values_t = [1])]
+    pub npl: Vec<usize>,
 
     /// Timed repetitions per test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
@@ -141,23 +149,24 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             if tg + 1 > n_ctx_train {
                 bail!("-n {tg} exceeds the model's context of {n_ctx_train} tokens");
             }
-            let mut samples = Vec::new();
-            for rep in 0..=args.repetitions {
-                let mut cache = model.new_cache(tg + 1);
-                model.forward(&[bench_tokens(1, vocab)[0]], &mut cache, false)?;
-                let t = Instant::now();
-                for i in 0..tg {
-                    model.forward(&[((i * 31 + 7) % vocab) as u32], &mut cache, false)?;
+            for &npl in &args.npl {
+                if npl == 0 {
+                    bail!("--npl values must be positive");
                 }
-                if rep > 0 {
-                    samples.push(tg as f64 / t.elapsed().as_secs_f64());
+                let mut samples = Vec::new();
+                for rep in 0..=args.repetitions {
+                    samples.extend(time_generation(&model, tg, npl, vocab)?.filter(|_| rep > 0));
                 }
+                let test = match npl {
+                    1 => format!("tg{tg}"),
+                    _ => format!("tg{tg}x{npl}"),
+                };
+                rows.push(Row {
+                    test,
+                    threads,
+                    samples,
+                });
             }
-            rows.push(Row {
-                test: format!("tg{tg}"),
-                threads,
-                samples,
-            });
         }
     }
     let rss_mib = peak_rss_mib();
@@ -215,6 +224,32 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Aggregate tokens/s of `npl` sequences decoding `tg` tokens each, one batched forward
+/// per step (every sequence's logits computed), after one untimed warm-up token each.
+fn time_generation(model: &Model, tg: usize, npl: usize, vocab: usize) -> Result<Option<f64>> {
+    let mut caches: Vec<_> = (0..npl).map(|_| model.new_cache(tg + 1)).collect();
+    let mut t = Instant::now();
+    for step in 0..=tg {
+        if step == 1 {
+            t = Instant::now();
+        }
+        let tokens: Vec<[u32; 1]> = (0..npl)
+            .map(|s| [(((step + 1) * 31 + s * 7919 + 7) % vocab) as u32])
+            .collect();
+        let mut items: Vec<BatchItem> = caches
+            .iter_mut()
+            .zip(&tokens)
+            .map(|(cache, tok)| BatchItem {
+                tokens: tok,
+                cache,
+                all_logits: false,
+            })
+            .collect();
+        model.forward_batch(&mut items)?;
+    }
+    Ok(Some((tg * npl) as f64 / t.elapsed().as_secs_f64()))
 }
 
 /// Deterministic token ids spread over the vocabulary (same pattern as
