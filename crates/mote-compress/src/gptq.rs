@@ -343,10 +343,7 @@ struct BlockParams {
 /// error feedback handles the rest.
 fn block_params(dtype: DType, x: &[f32], importance: &[f32]) -> BlockParams {
     let plain = plain_block_params(dtype, x);
-    if std::env::var_os("MOTE_GPTQ_PLAIN_SCALES").is_some()
-        || !mote_tensor::quant::uses_importance(dtype)
-        || importance.iter().all(|&w| w <= 0.0)
-    {
+    if !mote_tensor::quant::uses_importance(dtype) || importance.iter().all(|&w| w <= 0.0) {
         return plain;
     }
     let mut bytes = [0u8; 24];
