@@ -12,7 +12,7 @@ use mote_tokenizer::Tokenizer;
 
 use crate::calibrate::{run_calibration, CalibrationOptions};
 use crate::error::{CompressError, Result};
-use crate::gptq::HessianCollector;
+use crate::gptq::{CalibrationKey, HessianCollector, ModelIdentity};
 use crate::imatrix::{Imatrix, ImatrixCollector};
 use crate::kl::{KlReader, KlWriter, DEFAULT_TOP_K};
 use crate::perplexity::{evaluate, tokenize_text, KlMode, PerplexityOptions, PerplexityReport};
@@ -246,7 +246,12 @@ pub struct QuantizeArgs {
     #[arg(long = "gptq-refits", default_value_t = 1)]
     pub gptq_refits: usize,
     /// GPTQ calibration cache: read the Hessians from FILE when it exists, otherwise
-    /// collect them from --calib-file and save them there.
+    /// collect them from --calib-file and save them there. The file records the model
+    /// (tensor names, shapes, types, file size), the calibration text, --calib-ctx and
+    /// --calib-chunks; a file made for another model, or (when --calib-file is given)
+    /// with other calibration settings, is refused with the setting that differs, never
+    /// reused or overwritten silently: delete it to calibrate again. Without
+    /// --calib-file the cached calibration is taken as it is.
     #[arg(long = "gptq-hessians", value_name = "FILE")]
     pub gptq_hessians: Option<PathBuf>,
     /// Print the summary as JSON.
@@ -292,22 +297,25 @@ pub fn quantize_options(args: &QuantizeArgs) -> Result<QuantizeOptions> {
     match args.method.to_ascii_lowercase().as_str() {
         "plain" => {}
         "gptq" => {
+            let model = ModelIdentity::of(&mote_file::GgufFile::open(&args.input)?);
+            let text = args.calib_file.as_deref().map(read_text).transpose()?;
+            let calib = text
+                .as_deref()
+                .map(|t| CalibrationKey::new(t, args.calib_ctx, args.calib_chunks));
             let cached = args.gptq_hessians.as_ref().filter(|p| p.exists());
-            opts.gptq = Some(match cached {
-                Some(path) => crate::gptq::read_hessians(path)?,
-                None => {
-                    let calib = args.calib_file.as_ref().ok_or_else(|| {
-                        CompressError::Invalid(
-                            "--method gptq needs --calib-file TEXT (or an existing --gptq-hessians file)"
-                                .into(),
-                        )
-                    })?;
-                    let (hessians, chunks) = collect_hessians(args, calib)?;
+            opts.gptq = Some(match (cached, text, calib) {
+                (Some(path), _, calib) => crate::gptq::read_hessians(path, &model, calib.as_ref())?,
+                (None, Some(text), Some(calib)) => {
+                    let (hessians, chunks) = collect_hessians(args, &text)?;
                     if let Some(path) = &args.gptq_hessians {
-                        crate::gptq::write_hessians(path, &hessians, chunks, args.calib_ctx)?;
+                        crate::gptq::write_hessians(path, &hessians, chunks, &model, &calib)?;
                     }
                     hessians
                 }
+                (None, _, _) => return Err(CompressError::Invalid(
+                    "--method gptq needs --calib-file TEXT (or an existing --gptq-hessians file)"
+                        .into(),
+                )),
             });
         }
         other => {
@@ -319,9 +327,8 @@ pub fn quantize_options(args: &QuantizeArgs) -> Result<QuantizeOptions> {
     Ok(opts)
 }
 
-fn collect_hessians(args: &QuantizeArgs, calib: &Path) -> Result<(crate::gptq::Hessians, usize)> {
+fn collect_hessians(args: &QuantizeArgs, text: &str) -> Result<(crate::gptq::Hessians, usize)> {
     let (model, tokenizer) = load_model(&args.input, args.threads)?;
-    let text = read_text(calib)?;
     let collector = Arc::new(HessianCollector::new());
     let pb = bar(
         0,
@@ -330,7 +337,7 @@ fn collect_hessians(args: &QuantizeArgs, calib: &Path) -> Result<(crate::gptq::H
     let chunks = run_calibration(
         &model,
         &tokenizer,
-        &text,
+        text,
         &CalibrationOptions {
             ctx: args.calib_ctx,
             chunks: args.calib_chunks,

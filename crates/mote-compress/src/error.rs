@@ -49,6 +49,17 @@ pub enum CompressError {
          dequantize and quantize it again (quality suffers)"
     )]
     Requantize { tensor: String, dtype: String },
+    #[error(
+        "GPTQ Hessian cache {path}: made with {setting} {cached}, this run has {wanted}; \
+         delete the file to calibrate again (it is then rewritten), or run with the \
+         settings it was made with"
+    )]
+    HessianCacheMismatch {
+        path: PathBuf,
+        setting: String,
+        cached: String,
+        wanted: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }

@@ -126,12 +126,86 @@ pub type Hessians = HashMap<String, Arc<Mutex<Hessian>>>;
 
 const HESSIAN_TYPE: &str = "mote.hessians";
 const HESSIAN_SUFFIX: &str = ".hessian";
+/// Version of the cache layout; files without it (or with another) are refused.
+pub const HESSIAN_FORMAT_VERSION: u32 = 2;
+
+/// Which model a Hessian cache belongs to: a hash of its tensor names, shapes and types,
+/// and its file size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelIdentity {
+    pub tensors_hash: u64,
+    pub file_size: u64,
+}
+
+impl ModelIdentity {
+    pub fn of(file: &GgufFile) -> ModelIdentity {
+        let mut h = Fnv::new();
+        for t in file.tensors() {
+            h.write(t.name.as_bytes());
+            h.write(&[0]);
+            for d in &t.dims {
+                h.write(&d.to_le_bytes());
+            }
+            h.write(t.dtype.to_string().as_bytes());
+            h.write(&[0]);
+        }
+        ModelIdentity {
+            tensors_hash: h.0,
+            file_size: file.file_len(),
+        }
+    }
+}
+
+/// The calibration settings a Hessian cache was collected with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CalibrationKey {
+    /// FNV-1a of the calibration text's bytes.
+    pub text_hash: u64,
+    /// Window size in tokens (`--calib-ctx`).
+    pub ctx: usize,
+    /// Windows asked for (`--calib-chunks`; `None`: all).
+    pub chunks: Option<usize>,
+}
+
+impl CalibrationKey {
+    pub fn new(text: &str, ctx: usize, chunks: Option<usize>) -> CalibrationKey {
+        let mut h = Fnv::new();
+        h.write(text.as_bytes());
+        CalibrationKey {
+            text_hash: h.0,
+            ctx,
+            chunks,
+        }
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, enough to tell settings apart.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
 
 /// Saves collected Hessians as GGUF, so that several quantizations can share one
 /// calibration run: per distinct input a tensor `<first user>.hessian` (F32,
 /// `[cols, cols]`, the upper triangle of `Σ x xᵀ`), and metadata
-/// `mote.hessians.<first user>.users` (string array) and `.count` (rows seen).
-pub fn write_hessians(path: &Path, hessians: &Hessians, chunks: usize, ctx: usize) -> Result<()> {
+/// `mote.hessians.<first user>.users` (string array) and `.count` (rows seen). The
+/// model's identity, the calibration settings and [`HESSIAN_FORMAT_VERSION`] are
+/// stored too, so [`read_hessians`] can refuse a cache made for something else.
+pub fn write_hessians(
+    path: &Path,
+    hessians: &Hessians,
+    chunks_run: usize,
+    model: &ModelIdentity,
+    calib: &CalibrationKey,
+) -> Result<()> {
     let mut by_input: HashMap<usize, (Vec<String>, Arc<Mutex<Hessian>>)> = HashMap::new();
     for (name, h) in hessians {
         by_input
@@ -151,12 +225,32 @@ pub fn write_hessians(path: &Path, hessians: &Hessians, chunks: usize, ctx: usiz
             MetaValue::String(HESSIAN_TYPE.into()),
         ),
         (
+            format!("{HESSIAN_TYPE}.format_version"),
+            MetaValue::U32(HESSIAN_FORMAT_VERSION),
+        ),
+        (
+            format!("{HESSIAN_TYPE}.model.tensors_hash"),
+            MetaValue::U64(model.tensors_hash),
+        ),
+        (
+            format!("{HESSIAN_TYPE}.model.file_size"),
+            MetaValue::U64(model.file_size),
+        ),
+        (
+            format!("{HESSIAN_TYPE}.calib.text_hash"),
+            MetaValue::U64(calib.text_hash),
+        ),
+        (
+            format!("{HESSIAN_TYPE}.calib.chunks_requested"),
+            MetaValue::U64(calib.chunks.map_or(0, |c| c as u64)),
+        ),
+        (
             format!("{HESSIAN_TYPE}.chunk_count"),
-            MetaValue::U32(chunks as u32),
+            MetaValue::U32(chunks_run as u32),
         ),
         (
             format!("{HESSIAN_TYPE}.chunk_size"),
-            MetaValue::U32(ctx as u32),
+            MetaValue::U32(calib.ctx as u32),
         ),
     ];
     let mut specs = Vec::with_capacity(groups.len());
@@ -190,12 +284,88 @@ pub fn write_hessians(path: &Path, hessians: &Hessians, chunks: usize, ctx: usiz
     Ok(())
 }
 
-/// Reads a file written by [`write_hessians`].
-pub fn read_hessians(path: &Path) -> Result<Hessians> {
+/// Reads a file written by [`write_hessians`], refusing it with
+/// [`CompressError::HessianCacheMismatch`] when it was made by another format version,
+/// for another model (`model`), or, when `calib` is given, with other calibration
+/// settings.
+pub fn read_hessians(
+    path: &Path,
+    model: &ModelIdentity,
+    calib: Option<&CalibrationKey>,
+) -> Result<Hessians> {
     let file = GgufFile::open(path)?;
     let bad = |reason: String| CompressError::Invalid(format!("{}: {reason}", path.display()));
     if file.get_str("general.type")? != Some(HESSIAN_TYPE) {
         return Err(bad(format!("not a {HESSIAN_TYPE} file")));
+    }
+    let mismatch =
+        |setting: &str, cached: String, wanted: String| CompressError::HessianCacheMismatch {
+            path: path.to_path_buf(),
+            setting: setting.to_string(),
+            cached,
+            wanted,
+        };
+    let u64_key = |key: &str| {
+        file.get(&format!("{HESSIAN_TYPE}.{key}"))
+            .and_then(MetaValue::as_u64)
+    };
+    let version = u64_key("format_version");
+    if version != Some(HESSIAN_FORMAT_VERSION as u64) {
+        return Err(mismatch(
+            "format version",
+            version.map_or("none (an older mote)".into(), |v| v.to_string()),
+            HESSIAN_FORMAT_VERSION.to_string(),
+        ));
+    }
+    let cached_size = u64_key("model.file_size");
+    if cached_size != Some(model.file_size) {
+        return Err(mismatch(
+            "model file size",
+            cached_size.map_or("unknown".into(), |v| format!("{v} bytes")),
+            format!("{} bytes", model.file_size),
+        ));
+    }
+    let cached_tensors = u64_key("model.tensors_hash");
+    if cached_tensors != Some(model.tensors_hash) {
+        return Err(mismatch(
+            "model tensors (names, shapes, types)",
+            cached_tensors.map_or("unknown".into(), |v| format!("hash {v:016x}")),
+            format!("hash {:016x}", model.tensors_hash),
+        ));
+    }
+    if let Some(c) = calib {
+        let text = u64_key("calib.text_hash");
+        if text != Some(c.text_hash) {
+            return Err(mismatch(
+                "calibration text (--calib-file)",
+                text.map_or("unknown".into(), |v| format!("hash {v:016x}")),
+                format!("hash {:016x}", c.text_hash),
+            ));
+        }
+        let ctx = u64_key("chunk_size");
+        if ctx != Some(c.ctx as u64) {
+            return Err(mismatch(
+                "window size (--calib-ctx)",
+                ctx.map_or("unknown".into(), |v| v.to_string()),
+                c.ctx.to_string(),
+            ));
+        }
+        let chunks = u64_key("calib.chunks_requested");
+        let wanted = c.chunks.map_or(0, |v| v as u64);
+        if chunks != Some(wanted) {
+            let show = |v: u64| {
+                if v == 0 {
+                    "all".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            return Err(mismatch(
+                "windows (--calib-chunks)",
+                chunks.map_or("unknown".into(), show),
+                show(wanted),
+            ));
+        }
     }
     let mut out = Hessians::new();
     for info in file.tensors() {
@@ -1029,8 +1199,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mote-hessians-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("h.gguf");
-        write_hessians(&path, &hs, 1, 4).unwrap();
-        let back = read_hessians(&path).unwrap();
+        let model = ModelIdentity {
+            tensors_hash: 1,
+            file_size: 2,
+        };
+        let calib = CalibrationKey::new("some text", 4, None);
+        write_hessians(&path, &hs, 1, &model, &calib).unwrap();
+        let back = read_hessians(&path, &model, Some(&calib)).unwrap();
         assert_eq!(back.len(), 3);
         assert!(Arc::ptr_eq(
             &back["blk.0.attn_q.weight"],
@@ -1043,7 +1218,101 @@ mod tests {
                 assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0));
             }
         }
-        assert!(read_hessians(&dir.join("missing.gguf")).is_err());
+        assert!(read_hessians(&dir.join("missing.gguf"), &model, None).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A cache made with other settings is refused, naming the setting; without
+    /// calibration settings only the model is checked.
+    #[test]
+    fn hessian_cache_key_mismatch() {
+        let mut seed = 9;
+        let c = HessianCollector::new();
+        let x: Vec<f32> = (0..4 * 3).map(|_| lcg(&mut seed)).collect();
+        c.observe(&["blk.0.attn_q.weight"], &x, 4, 3);
+        let dir = std::env::temp_dir().join(format!("mote-hessian-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.gguf");
+        let model = ModelIdentity {
+            tensors_hash: 0xabc,
+            file_size: 1000,
+        };
+        let calib = CalibrationKey::new("calibration text", 512, Some(16));
+        write_hessians(&path, &c.hessians(), 16, &model, &calib).unwrap();
+        assert!(read_hessians(&path, &model, Some(&calib)).is_ok());
+        assert!(read_hessians(&path, &model, None).is_ok());
+        let setting_of =
+            |m: &ModelIdentity, k: Option<&CalibrationKey>| match read_hessians(&path, m, k) {
+                Err(CompressError::HessianCacheMismatch { setting, .. }) => setting,
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(_) => panic!("a mismatching cache was accepted"),
+            };
+        let other_text = CalibrationKey::new("other text", 512, Some(16));
+        assert!(setting_of(&model, Some(&other_text)).contains("--calib-file"));
+        let other_ctx = CalibrationKey { ctx: 256, ..calib };
+        assert!(setting_of(&model, Some(&other_ctx)).contains("--calib-ctx"));
+        let all_chunks = CalibrationKey {
+            chunks: None,
+            ..calib
+        };
+        assert!(setting_of(&model, Some(&all_chunks)).contains("--calib-chunks"));
+        let bigger = ModelIdentity {
+            file_size: 1001,
+            ..model
+        };
+        assert!(setting_of(&bigger, None).contains("size"));
+        let renamed = ModelIdentity {
+            tensors_hash: 0xabd,
+            ..model
+        };
+        assert!(setting_of(&renamed, Some(&calib)).contains("tensors"));
+        let msg = read_hessians(&path, &model, Some(&other_ctx))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("delete the file"), "{msg}");
+
+        // A cache without a format version (an older mote's) is refused too.
+        let old = dir.join("old.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        let meta: Vec<(String, MetaValue)> = file
+            .metadata_owned()
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with(".format_version"))
+            .collect();
+        let specs = file
+            .tensors()
+            .iter()
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                dtype: t.dtype,
+            })
+            .collect();
+        let mut w = GgufWriter::create(&old, &meta, specs).unwrap();
+        for t in file.tensors() {
+            w.write_tensor(&t.name, file.tensor_bytes(t).as_slice())
+                .unwrap();
+        }
+        w.finish().unwrap();
+        match read_hessians(&old, &model, None) {
+            Err(CompressError::HessianCacheMismatch { setting, .. }) => {
+                assert_eq!(setting, "format version")
+            }
+            _ => panic!("a cache without a version was accepted"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The model identity is stable and records the file size.
+    #[test]
+    fn model_identity_tracks_tensors() {
+        let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny.gguf");
+        let Ok(file) = GgufFile::open(&tiny) else {
+            return;
+        };
+        let a = ModelIdentity::of(&file);
+        assert_eq!(a, ModelIdentity::of(&file));
+        assert_eq!(a.file_size, std::fs::metadata(&tiny).unwrap().len());
     }
 }

@@ -149,7 +149,7 @@ fn gptq_quantize_runs() {
         show_tensors: false,
         imatrix: None,
         method: "gptq".into(),
-        calib_file: Some(text),
+        calib_file: Some(text.clone()),
         calib_ctx: 64,
         calib_chunks: Some(2),
         gptq_damp: 0.01,
@@ -172,6 +172,19 @@ fn gptq_quantize_runs() {
     };
     cli::run_quantize(&q).unwrap();
     runs(&q.output);
+    // The cache was made with --calib-ctx 64: another window size is refused.
+    let other = QuantizeArgs {
+        calib_file: Some(text),
+        calib_ctx: 32,
+        ..q.clone()
+    };
+    match cli::quantize_options(&other) {
+        Err(mote_compress::CompressError::HessianCacheMismatch { setting, .. }) => {
+            assert!(setting.contains("--calib-ctx"), "{setting}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a cache with another --calib-ctx was reused"),
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
