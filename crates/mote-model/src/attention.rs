@@ -15,7 +15,7 @@ use mote_tensor::kernels::{quantize_q8, BlockQ8, Dot, Kernels, Q8_BLOCK};
 use mote_tensor::{parallel, quant, DType};
 
 use crate::cache::{KvCache, KvPrecision, LayerKv};
-use crate::ggml_math::{dot16_f16, exp_sub, reduce16, LANES};
+use mote_tensor::ggml_math::{dot16_tile, exp_sub, f16_to_f32, reduce16, LANES};
 
 /// Tokens per query block (one task on the pool).
 const QUERY_BLOCK: usize = 16;
@@ -186,24 +186,18 @@ fn ggml_order_applies(p: &AttnParams, cache: &KvCache) -> bool {
         && p.head_dim_k.is_multiple_of(LANES)
 }
 
-/// Decodes `n` little-endian f16 values from `bytes` into `out[..n]`.
-fn decode_f16(bytes: &[u8], out: &mut [f32], tmp: &mut Vec<half::f16>) {
-    use half::slice::HalfFloatSliceExt;
-    tmp.clear();
-    tmp.extend(
-        bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]])),
-    );
-    tmp.convert_to_f32_slice(&mut out[..tmp.len()]);
-}
-
 /// [`attend_block`] computed exactly as llama.cpp does without flash attention and
-/// with an F16 cache (see [`crate::ggml_math`] for why): queries rounded to f16;
+/// with an F16 cache (see [`mote_tensor::ggml_math`] for why): queries rounded to f16;
 /// scores `K·q` by tinyBLAS's 16-lane chains; the softmax of a whole row at once, with
 /// ggml's `expf`, partial sums of 16 keys (aligned to position 0) added in f64, and the
 /// weights normalised before they are rounded to f16; then `V·p`, again 16-lane chains
 /// over keys aligned to position 0.
+///
+/// Both products run as 4 × 4 tiles of such chains ([`dot16_tile`]): four query rows
+/// against four keys, then four weight rows against four value dimensions. A tile spans
+/// the key range of all its rows; a row's chain over keys it cannot see adds only zero
+/// weights (its scores there are never written, its weights are 0), which leaves the
+/// chain's value unchanged, so every result has the bits of the one-row computation.
 fn attend_block_ggml(
     p: &AttnParams,
     s: &SeqView,
@@ -220,16 +214,25 @@ fn attend_block_ggml(
     let k_rb = cache.k_row_bytes();
     let first_key = |pos: usize| p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
     // Keys this block can see, widened down to a multiple of 16: ggml's lanes are
-    // aligned to cache position 0.
+    // aligned to cache position 0. Below, key indices are relative to `base`.
     let (lo, hi) = (first_key(s.start + t0), s.start + t1);
     let base = lo - lo % LANES;
     let span = (hi - base).div_ceil(LANES) * LANES;
     let v_row = layer.v_slots * 2;
+    // Visible keys `a..b` of query row `r`, and the 16-aligned range `c0..c1` around them.
+    let keys = |r: usize| {
+        let pos = s.start + t0 + r / group;
+        let (a, b) = (first_key(pos) - base, pos + 1 - base);
+        (a, b, a - a % LANES, b.div_ceil(LANES) * LANES)
+    };
+    // Row indices of the tile starting at `r0`, the last one repeated past the end.
+    let quad =
+        |r0: usize, end: usize| -> [usize; 4] { std::array::from_fn(|i| (r0 + i).min(end - 1)) };
 
     sc.q.resize(rows * dk, 0.0);
     sc.s.resize(rows * span, 0.0);
     sc.k.resize(span * dk, 0.0);
-    sc.v.resize(span, 0.0);
+    sc.v.resize(4 * span, 0.0);
     for g in 0..p.n_head_kv {
         for (r, qr) in sc.q.chunks_exact_mut(dk).enumerate() {
             let (t, j) = (t0 + r / group, r % group);
@@ -239,23 +242,34 @@ fn attend_block_ggml(
         round_to_f16(&mut sc.q, &mut sc.half);
         for j in lo..hi {
             let krow = &layer.k[(j * p.n_head_kv + g) * k_rb..][..k_rb];
-            decode_f16(krow, &mut sc.k[(j - base) * dk..][..dk], &mut sc.half);
+            f16_to_f32(krow, &mut sc.k[(j - base) * dk..][..dk]);
         }
 
-        // Scores and softmax, one query row at a time.
-        for r in 0..rows {
-            let pos = s.start + t0 + r / group;
-            let (a, b) = (first_key(pos) - base, pos + 1 - base);
-            let srow = &mut sc.s[r * span..][..span];
-            srow.fill(0.0);
-            let qr = &sc.q[r * dk..][..dk];
-            let mut max = f32::NEG_INFINITY;
-            for (j, x) in srow[a..b].iter_mut().enumerate() {
-                *x = dot16_f16(qr, &sc.k[(a + j) * dk..][..dk]) * p.scale;
-                max = max.max(*x);
+        // Scores, four query rows by four keys at a time.
+        sc.s[..rows * span].fill(0.0);
+        for r0 in (0..rows).step_by(4) {
+            let rr = quad(r0, rows);
+            let (from, to) = (keys(rr[0]).0, keys(rr[3]).1);
+            let qs = rr.map(|r| &sc.q[r * dk..][..dk]);
+            for j0 in (from..to).step_by(4) {
+                let jj = quad(j0, to);
+                let tile = dot16_tile(qs, jj.map(|j| &sc.k[j * dk..][..dk]), dk);
+                for (i, &r) in rr.iter().enumerate().take(rows - r0) {
+                    let (a, b, _, _) = keys(r);
+                    for (x, &j) in tile[i].iter().zip(&jj).take(to - j0) {
+                        if (a..b).contains(&j) {
+                            sc.s[r * span + j] = x * p.scale;
+                        }
+                    }
+                }
             }
+        }
+        // Softmax, one row at a time.
+        for r in 0..rows {
+            let (a, b, c0, c1) = keys(r);
+            let srow = &mut sc.s[r * span..][..span];
+            let max = srow[a..b].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             exp_sub(&mut srow[a..b], max);
-            let (c0, c1) = (a - a % LANES, b.div_ceil(LANES) * LANES);
             let sum: f64 = srow[c0..c1]
                 .chunks_exact(LANES)
                 .map(|c| reduce16(c.try_into().unwrap_or(&[0.0; LANES])) as f64)
@@ -265,18 +279,30 @@ fn attend_block_ggml(
         }
         round_to_f16(&mut sc.s[..rows * span], &mut sc.half);
 
-        // Weighted values: one transposed value row (one output dimension) at a time.
-        for d in 0..dv {
-            let vrow = &layer.v[(g * dv + d) * v_row..][..v_row];
-            sc.v.fill(0.0);
-            decode_f16(&vrow[lo * 2..hi * 2], &mut sc.v[lo - base..], &mut sc.half);
-            for r in 0..rows {
-                let (t, j) = (r / group, r % group);
-                let pos = s.start + t0 + t;
-                let (a, b) = (first_key(pos) - base, pos + 1 - base);
-                let (c0, c1) = (a - a % LANES, b.div_ceil(LANES) * LANES);
-                let x = dot16_f16(&sc.s[r * span + c0..r * span + c1], &sc.v[c0..c1]);
-                out[(t * p.n_head + g * group + j) * dv + d] = x;
+        // Weighted values: four transposed value rows (output dimensions) by four weight
+        // rows at a time.
+        for d0 in (0..dv).step_by(4) {
+            let dd = quad(d0, dv);
+            for (i, &d) in dd.iter().enumerate() {
+                let vrow = &layer.v[(g * dv + d) * v_row..][..v_row];
+                let dst = &mut sc.v[i * span..][..span];
+                dst[..lo - base].fill(0.0);
+                dst[hi - base..].fill(0.0);
+                f16_to_f32(&vrow[lo * 2..hi * 2], &mut dst[lo - base..]);
+            }
+            for r0 in (0..rows).step_by(4) {
+                let rr = quad(r0, rows);
+                let (c0, c1) = (keys(rr[0]).2, keys(rr[3]).3);
+                let ws = rr.map(|r| &sc.s[r * span + c0..r * span + c1]);
+                let vs: [&[f32]; 4] = std::array::from_fn(|i| &sc.v[i * span + c0..i * span + c1]);
+                let tile = dot16_tile(ws, vs, c1 - c0);
+                for (i, &r) in rr.iter().enumerate().take(rows - r0) {
+                    let (t, j) = (r / group, r % group);
+                    let o = &mut out[(t * p.n_head + g * group + j) * dv..][..dv];
+                    for (x, &d) in tile[i].iter().zip(&dd).take(dv - d0) {
+                        o[d] = *x;
+                    }
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The gated feed-forward block: `down(act(gate(x)) * up(x))`.
 
-use crate::ggml_math;
 use crate::spec::Activation;
+use mote_tensor::ggml_math;
 
 #[cfg(test)]
 fn silu(x: f32) -> f32 {
@@ -20,7 +20,7 @@ fn gelu_tanh(x: f32) -> f32 {
 
 /// `gate[i] = act(gate[i]) * up[i]`, the gated activation, over rows of `cols` values.
 ///
-/// Computed as llama.cpp's CPU backend does (see [`crate::ggml_math`]): SiLU with ggml's
+/// Computed as llama.cpp's CPU backend does (see [`mote_tensor::ggml_math`]): SiLU with ggml's
 /// vectorized `expf`, GELU through ggml's f16 lookup table (f16-precise, like every
 /// GELU llama.cpp computes on a CPU).
 pub fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32], cols: usize) {

@@ -10,7 +10,6 @@ mod cache;
 mod config;
 mod decoder;
 mod ffn;
-mod ggml_math;
 mod load_quant;
 mod norm;
 mod observer;

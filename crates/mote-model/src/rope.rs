@@ -1,7 +1,7 @@
 //! Rotary position embedding.
 
-use crate::ggml_math::fma;
 use crate::spec::RopeStyle;
+use mote_tensor::ggml_math::fma;
 
 /// Rotation angles of one layer kind: `angle(pos, i) = scale · pos · base^(-2i/n_rot) / factor_i`.
 ///
@@ -9,7 +9,7 @@ use crate::spec::RopeStyle;
 /// by repeated multiplication with `base^(-2/n_rot)`, then libm's `cosf`/`sinf`. An f64
 /// angle would be closer to the true one by a few f32 ulps, which is nothing for the
 /// model but enough to make its 8-bit activation roundings drift from llama.cpp's
-/// (see [`crate::ggml_math`]).
+/// (see [`mote_tensor::ggml_math`]).
 pub struct Rope {
     style: RopeStyle,
     n_rot: usize,

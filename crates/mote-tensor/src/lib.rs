@@ -3,6 +3,7 @@
 
 pub mod bytes;
 pub mod dtype;
+pub mod ggml_math;
 pub mod kernels;
 pub mod matrix;
 pub mod parallel;
