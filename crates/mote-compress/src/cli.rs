@@ -245,6 +245,11 @@ pub struct QuantizeArgs {
     /// squares under the Hessian, then run GPTQ again on those grids (0: plain GPTQ).
     #[arg(long = "gptq-refits", default_value_t = 1)]
     pub gptq_refits: usize,
+    /// GPTQ act-order (GPTQ's desc_act): quantize the columns in order of decreasing
+    /// Hessian diagonal. Each 32-column block's scale is chosen first from the original
+    /// weights ("static groups"), so the written tensors keep the GGUF layout.
+    #[arg(long = "gptq-act-order")]
+    pub gptq_act_order: bool,
     /// GPTQ calibration cache: read the Hessians from FILE when it exists, otherwise
     /// collect them from --calib-file and save them there. The file records the model
     /// (tensor names, shapes, types, file size), the calibration text, --calib-ctx and
@@ -294,6 +299,7 @@ pub fn quantize_options(args: &QuantizeArgs) -> Result<QuantizeOptions> {
     opts.gptq_damp = args.gptq_damp;
     opts.gptq_damp_diag = args.gptq_damp_diag;
     opts.gptq_refits = args.gptq_refits;
+    opts.gptq_act_order = args.gptq_act_order;
     match args.method.to_ascii_lowercase().as_str() {
         "plain" => {}
         "gptq" => {

@@ -121,6 +121,7 @@ fn imatrix_round_trips_and_feeds_quantize() {
         gptq_damp: 0.01,
         gptq_damp_diag: 0.0,
         gptq_refits: 1,
+        gptq_act_order: false,
         gptq_hessians: None,
         json: false,
         threads: 1,
@@ -155,6 +156,7 @@ fn gptq_quantize_runs() {
         gptq_damp: 0.01,
         gptq_damp_diag: 1.0,
         gptq_refits: 1,
+        gptq_act_order: false,
         gptq_hessians: Some(dir.join("hessians.gguf")),
         json: false,
         threads: 1,
@@ -168,6 +170,7 @@ fn gptq_quantize_runs() {
         ty: "Q4_0".into(),
         calib_file: None,
         gptq_refits: 2,
+        gptq_act_order: true,
         ..q
     };
     cli::run_quantize(&q).unwrap();

@@ -51,6 +51,9 @@ pub struct QuantizeOptions {
     pub gptq_damp_diag: f64,
     /// GPTQ refinement rounds (scale re-fit under the Hessian, then GPTQ again).
     pub gptq_refits: usize,
+    /// GPTQ act-order: visit columns by decreasing Hessian diagonal (block grids from
+    /// the original weights, "static groups").
+    pub gptq_act_order: bool,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
     /// Worker threads (0: all cores).
@@ -69,6 +72,7 @@ impl QuantizeOptions {
             gptq_damp: 0.01,
             gptq_damp_diag: 1.0,
             gptq_refits: 1,
+            gptq_act_order: false,
             dry_run: false,
             threads: 0,
         }
@@ -291,6 +295,7 @@ pub fn quantize_source(
                             &hess,
                             opts.gptq_damp,
                             opts.gptq_damp_diag,
+                            opts.gptq_act_order,
                         )?);
                         factors.insert(key, f.clone());
                         f
