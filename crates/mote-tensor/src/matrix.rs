@@ -7,8 +7,8 @@
 use std::sync::Mutex;
 
 use crate::kernels::{
-    quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Dot, Gemm, Kernels, Plan, Unpacked, Q8_BLOCK,
-    QK_K,
+    quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Dot, Gemm, GemmK, Kernels, Plan, Unpacked,
+    UnpackedK, KROWS, Q8_BLOCK, QK_K,
 };
 use crate::parallel::{self, Pool};
 use crate::quant::{self, QuantError};
@@ -271,7 +271,13 @@ pub fn matmul_many_using(
                 }
                 _ => tile(dot, w, row_bytes, q8, q8_row, &mut outs),
             },
-            Plan::Q8K(dot) => tile(dot, w, row_bytes, q8k, q8k_row, &mut outs),
+            Plan::Q8K(dot) => match kernels.gemm_k {
+                Some(gemm) if outs.len() >= GEMM_MIN_INPUTS && has_gemm_k(m.dtype) => {
+                    let layout = (m.dtype, row_bytes, q8k_row);
+                    tile_unpacked_k(gemm, dot, layout, w, q8k, &mut outs)
+                }
+                _ => tile(dot, w, row_bytes, q8k, q8k_row, &mut outs),
+            },
             Plan::Dequantize => {}
         }
     });
@@ -422,6 +428,57 @@ fn tile_unpacked(
                             outs[b + j][r] = v;
                         }
                     }
+                }
+            }
+            b += 4;
+        }
+        for (b, out) in outs.iter_mut().enumerate().skip(b) {
+            for (r, o) in out.iter_mut().enumerate().take(r1).skip(r0) {
+                *o = (dot.one)(&w[r * row_bytes..(r + 1) * row_bytes], act(b));
+            }
+        }
+    }
+}
+
+/// The k-quants that [`UnpackedK`] takes.
+fn has_gemm_k(dtype: DType) -> bool {
+    matches!(dtype, DType::Q4_K | DType::Q6_K)
+}
+
+/// [`tile_unpacked`] for Q4_K and Q6_K weights with a [`GemmK`] kernel: unpacks
+/// [`GEMM_ROWS`] weight rows at a time, then runs eight weight rows × four activation
+/// rows per kernel call (same bits as the one-row kernel, which takes the last `n % 4`
+/// activation rows).
+fn tile_unpacked_k(
+    gemm: GemmK,
+    dot: Dot<BlockQ8K>,
+    layout: (DType, usize, usize),
+    w: &[u8],
+    acts: &[BlockQ8K],
+    outs: &mut [&mut [f32]],
+) {
+    let (dtype, row_bytes, per_row) = layout;
+    let n = outs.len();
+    let rows = outs.first().map_or(0, |o| o.len());
+    let act = |b: usize| &acts[b * per_row..(b + 1) * per_row];
+    let mut unpacked = UnpackedK::default();
+    for r0 in (0..rows).step_by(GEMM_ROWS) {
+        let r1 = (r0 + GEMM_ROWS).min(rows);
+        let wr = &w[r0 * row_bytes..];
+        if !unpacked.fill(dtype, wr, row_bytes, r1 - r0, per_row) {
+            let mut rest: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[r0..r1]).collect();
+            tile(dot, wr, row_bytes, acts, per_row, &mut rest);
+            continue;
+        }
+        let mut b = 0;
+        while b + 4 <= n {
+            let a4 = [act(b), act(b + 1), act(b + 2), act(b + 3)];
+            for g in 0..unpacked.groups {
+                let y = gemm(&unpacked, g, a4);
+                let first = r0 + KROWS * g;
+                let last = (first + KROWS).min(r1);
+                for (j, yb) in y.iter().enumerate() {
+                    outs[b + j][first..last].copy_from_slice(&yb[..last - first]);
                 }
             }
             b += 4;

@@ -280,3 +280,94 @@ fn gemm_kernels_match_scalar() {
         }
     }
 }
+
+/// The k-quant batch kernels on unpacked weight rows (`Kernels::gemm_k`): eight weight
+/// rows × four activation rows must have the same bits as the path's own one-row kernel
+/// and as the scalar twin (`scalar::gemm_k`), with realistic (inexact) data too: they
+/// keep the one-row kernels' float order. Against the scalar one-row dot (a different
+/// float order) they agree exactly on exact data, to rounding otherwise.
+#[test]
+fn gemm_k_kernels_match_one_row_bit_for_bit() {
+    use mote_tensor::kernels::{scalar, UnpackedK, KROWS};
+    let mut rng = Rng::new(7);
+    let s = &scalar::KERNELS;
+    let mut checked = 0;
+    for k in tables().into_iter().skip(1) {
+        let Some(gemm) = k.gemm_k else {
+            continue;
+        };
+        for dtype in [DType::Q4_K, DType::Q6_K] {
+            let (Plan::Q8K(fast), Plan::Q8K(slow)) = (k.plan(dtype), s.plan(dtype)) else {
+                panic!("{dtype}: not a Q8K plan");
+            };
+            for exact in [true, false] {
+                for (rows, nb) in [(8, 1), (5, 2), (13, 3), (17, 4), (3, 8)] {
+                    let cols = nb * QK_K;
+                    let rb = dtype.block_bytes() * nb;
+                    let w = random_weights(&mut rng, dtype, rows * cols, exact);
+                    let mut t = UnpackedK::default();
+                    assert!(t.fill(dtype, &w, rb, rows, nb));
+                    let acts: Vec<Vec<BlockQ8K>> =
+                        (0..4).map(|_| random_q8k(&mut rng, nb, exact)).collect();
+                    let a4 = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
+                    let ctx = format!(
+                        "{} {dtype} gemm_k rows={rows} blocks={nb} exact={exact}",
+                        k.path
+                    );
+                    for g in 0..rows.div_ceil(KROWS) {
+                        let got = gemm(&t, g, a4);
+                        let twin = scalar::gemm_k(&t, g, a4);
+                        for b in 0..4 {
+                            for r in 0..KROWS {
+                                let row = KROWS * g + r;
+                                let (gv, tv) = (got[b][r], twin[b][r]);
+                                assert_eq!(gv.to_bits(), tv.to_bits(), "{ctx}: twin, row {row}");
+                                if row >= rows {
+                                    assert_eq!(gv, 0.0, "{ctx}: padding row {row}");
+                                    continue;
+                                }
+                                let wr = &w[row * rb..(row + 1) * rb];
+                                let one = (fast.one)(wr, a4[b]);
+                                assert_eq!(gv.to_bits(), one.to_bits(), "{ctx}: row {row}");
+                                let wf = dequantize_with_scalar(dtype, wr, cols);
+                                let (_, mag) = dot64(&wf, &dequantize_q8k(a4[b]));
+                                compare((slow.one)(wr, a4[b]), gv, mag, exact, &ctx);
+                                checked += 1;
+                            }
+                        }
+                    }
+                    // Shorter activation rows bound the super-blocks, as in the dot kernels.
+                    if nb > 1 {
+                        let short = [&acts[0][..1], a4[1], a4[2], a4[3]];
+                        let got = gemm(&t, 0, short);
+                        let twin = scalar::gemm_k(&t, 0, short);
+                        for (gb, tb) in got.iter().zip(&twin) {
+                            for (gv, tv) in gb.iter().zip(tb) {
+                                assert_eq!(gv.to_bits(), tv.to_bits(), "{ctx}: short rows");
+                            }
+                        }
+                        let one = (fast.one)(&w[..rb], short[0]);
+                        assert_eq!(got[0][0].to_bits(), one.to_bits(), "{ctx}: short rows");
+                    }
+                    // Out-of-range groups give zeros, not a read past the tile.
+                    assert_eq!(gemm(&t, t.groups, a4), [[0.0; KROWS]; 4], "{ctx}");
+                }
+            }
+        }
+    }
+    eprintln!("gemm_k: {checked} outputs checked");
+}
+
+/// Other types are not unpacked; an emptied tile gives zeros.
+#[test]
+fn unpacked_k_refuses_other_types_and_short_input() {
+    use mote_tensor::kernels::{scalar, UnpackedK};
+    let mut t = UnpackedK::default();
+    assert!(t.fill(DType::Q4_K, &[0u8; 144], 144, 1, 1));
+    assert!(!t.fill(DType::Q5_K, &[0u8; 176], 176, 1, 1));
+    assert!(t.u.is_empty() && t.dtype.is_none());
+    assert!(!t.fill(DType::Q6_K, &[0u8; 209], 210, 1, 1));
+    assert!(!t.fill(DType::Q6_K, &[0u8; 420], 200, 2, 1));
+    let a = vec![BlockQ8K::default(); 1];
+    assert_eq!(scalar::gemm_k(&t, 0, [&a, &a, &a, &a]), [[0.0; 8]; 4]);
+}

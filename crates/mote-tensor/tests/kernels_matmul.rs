@@ -206,3 +206,52 @@ fn pool_rethrows_task_panics() {
     });
     assert_eq!(n.load(Ordering::Relaxed), 8);
 }
+
+/// Batch products of Q4_K and Q6_K weights (which take the unpacked tile kernels from
+/// 16 activation rows on) have, output by output, the bits of the path's one-row kernel:
+/// odd row counts (not a multiple of the tiles), several super-blocks, batches that
+/// leave a remainder of activation rows, one and several threads.
+#[test]
+fn k_quant_batches_equal_one_row_kernel_bit_for_bit() {
+    let mut rng = Rng::new(13);
+    let pools = [Pool::new(1), Pool::new(3)];
+    for k in tables() {
+        for dtype in [DType::Q4_K, DType::Q6_K] {
+            let Plan::Q8K(dot) = k.plan(dtype) else {
+                panic!("{dtype}: not a Q8K plan");
+            };
+            for (rows, cols, n) in [(45, 768, 16), (70, 512, 17), (19, 1024, 33), (33, 256, 4)] {
+                let data = random_weights(&mut rng, dtype, rows * cols, false);
+                let m = match Matrix::new(dtype, rows, cols, Bytes::from_vec(data.clone())) {
+                    Ok(m) => m,
+                    Err(e) => panic!("{dtype} {rows}x{cols}: {e}"),
+                };
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.normal(1.0)).collect();
+                let mut acts = vec![BlockQ8K::default(); n * cols / QK_K];
+                for (xb, ab) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(cols / QK_K)) {
+                    quantize_q8k(xb, ab);
+                }
+                let rb = m.row_bytes();
+                for pool in &pools {
+                    let mut y = vec![f32::NAN; n * rows];
+                    if let Err(e) = m.matmul_using(pool, k, &x, n, &mut y) {
+                        panic!("{dtype}: {e}");
+                    }
+                    for b in 0..n {
+                        let a = &acts[b * cols / QK_K..(b + 1) * cols / QK_K];
+                        for r in 0..rows {
+                            let want = (dot.one)(&data[r * rb..(r + 1) * rb], a);
+                            assert_eq!(
+                                y[b * rows + r].to_bits(),
+                                want.to_bits(),
+                                "{} {dtype} {rows}x{cols} n={n} threads={} y[{b}][{r}]",
+                                k.path,
+                                pool.threads()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

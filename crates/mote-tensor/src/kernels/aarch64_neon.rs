@@ -70,6 +70,8 @@ macro_rules! neon_table {
             q4_k: neon_dot!($features, q4_k::<$dot>, BlockQ8K, 144),
             q5_k: neon_dot!($features, q5_k::<$dot>, BlockQ8K, 176),
             q6_k: neon_dot!($features, q6_k::<$dot>, BlockQ8K, 210),
+            // Batches of k-quants take the four-row kernels.
+            gemm_k: None,
         }
     };
 }

@@ -12,6 +12,7 @@
 //! once; `MOTE_KERNELS=scalar|avx2|avx512|neon` forces a path.
 
 pub mod scalar;
+mod unpack_k;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64_neon;
@@ -19,11 +20,15 @@ mod aarch64_neon;
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
+#[cfg(target_arch = "x86_64")]
+mod x86_gemm_k;
 
 use std::fmt;
 use std::sync::OnceLock;
 
 use crate::DType;
+
+pub use unpack_k::{GemmK, UnpackedK, KROWS};
 
 /// Values per [`BlockQ8`].
 pub const Q8_BLOCK: usize = 32;
@@ -332,6 +337,9 @@ pub struct Kernels {
     pub q4_k: Dot<BlockQ8K>,
     pub q5_k: Dot<BlockQ8K>,
     pub q6_k: Dot<BlockQ8K>,
+    /// For batches of Q4_K and Q6_K weights: eight rows of an [`UnpackedK`] tile times
+    /// four activation rows, where this path has such a kernel (x86).
+    pub gemm_k: Option<GemmK>,
 }
 
 /// How a weight type is multiplied: which activation format and which kernel.

@@ -2,10 +2,12 @@
 //! against, and the path on targets without one (wasm32). Integer sums per block, one
 //! float multiply-add per block, exactly the arithmetic the SIMD kernels do in lanes.
 
+use super::unpack_k::{k_scales, KROWS, KU_BYTES};
 use super::{
     f16_at, unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels,
-    Unpacked,
+    Unpacked, UnpackedK,
 };
+use crate::DType;
 
 /// Builds a [`Dot`] whose four-row form just calls the one-row form four times.
 macro_rules! dot {
@@ -33,6 +35,7 @@ pub const KERNELS: Kernels = Kernels {
     q4_k: dot!(dot_q4_k),
     q5_k: dot!(dot_q5_k),
     q6_k: dot!(dot_q6_k),
+    gemm_k: None,
 };
 
 /// Sums `terms` with eight partial sums, so that the compiler can vectorise it and the
@@ -164,6 +167,60 @@ pub fn gemm_q8(t: &Unpacked, g: usize, a: [&[BlockQ8]; 4]) -> [[f32; 4]; 4] {
                 };
             }
             *o = sum;
+        }
+    }
+    out
+}
+
+/// The scalar twin of the x86 k-quant `gemm` kernels (not in the scalar table, whose
+/// products stay the per-row definitions): row `8g + r` of an [`UnpackedK`] tile times
+/// `a[b]`, in the float order of the SIMD one-row kernels, which it matches bit for bit.
+/// Q4_K: per 64-value pair of groups, `lane_a += dots · (d · y.d)` and
+/// `lane_m += mins · (dmin · y.d)` (fused multiply-adds), result `lane_a − lane_m`.
+/// Q6_K: per super-block, `acc += (total · d) · y.d` (one fused multiply-add).
+/// Out-of-range groups and other types give zeros.
+pub fn gemm_k(t: &UnpackedK, g: usize, a: [&[BlockQ8K]; 4]) -> [[f32; KROWS]; 4] {
+    let mut out = [[0f32; KROWS]; 4];
+    let Some(dtype) = t.dtype.filter(|d| matches!(d, DType::Q4_K | DType::Q6_K)) else {
+        return out;
+    };
+    if g >= t.groups {
+        return out;
+    }
+    let nsc = k_scales(dtype);
+    let nb = a.iter().map(|r| r.len()).min().unwrap_or(0).min(t.blocks);
+    for (b, row) in out.iter_mut().enumerate() {
+        for (r, o) in row.iter_mut().enumerate() {
+            let (mut lane_a, mut lane_m) = (0f32, 0f32);
+            for (k, y) in a[b][..nb].iter().enumerate() {
+                let idx = g * t.blocks + k;
+                let u = |v: usize| t.u[idx * KU_BYTES + (v / 4) * 32 + 4 * r + v % 4] as i32;
+                let scale = |j: usize| t.s[(idx * nsc + j) * 16 + 2 * r] as i32;
+                // Σ over pair vector j of m · bsums, as the kernels' `vpmaddwd`.
+                let offset = |j: usize| {
+                    let m = &t.m[(idx * 8 + j) * 16 + 2 * r..];
+                    m[0] as i32 * y.bsums[2 * j] as i32 + m[1] as i32 * y.bsums[2 * j + 1] as i32
+                };
+                let group = |first: usize, len: usize| -> i32 {
+                    (first..first + len).map(|v| u(v) * y.qs[v] as i32).sum()
+                };
+                let d = t.d[idx * KROWS + r];
+                if dtype == DType::Q4_K {
+                    let (dd, dm) = (d * y.d, t.dmin[idx * KROWS + r] * y.d);
+                    for sb in 0..4 {
+                        let pair = [2 * sb, 2 * sb + 1];
+                        let dots: i32 = pair.iter().map(|&j| scale(j) * group(32 * j, 32)).sum();
+                        let mins: i32 = pair.iter().map(|&j| offset(j)).sum();
+                        lane_a = (dots as f32).mul_add(dd, lane_a);
+                        lane_m = (mins as f32).mul_add(dm, lane_m);
+                    }
+                } else {
+                    let dots: i32 = (0..16).map(|j| scale(j) * group(16 * j, 16)).sum();
+                    let total = dots + (0..8).map(offset).sum::<i32>();
+                    lane_a = (total as f32 * d).mul_add(y.d, lane_a);
+                }
+            }
+            *o = lane_a - lane_m;
         }
     }
     out

@@ -12,6 +12,7 @@
 
 use std::arch::x86_64::*;
 
+use super::x86_gemm_k::simd_gemm_k;
 use super::{
     unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels, Unpacked,
 };
@@ -138,6 +139,7 @@ pub(super) fn kernels() -> Option<Kernels> {
         q4_k: simd_dot!("avx2,fma,f16c", q4_k::<false>, BlockQ8K, 144),
         q5_k: simd_dot!("avx2,fma,f16c", q5_k::<false>, BlockQ8K, 176),
         q6_k: simd_dot!("avx2,fma,f16c", q6_k::<false>, BlockQ8K, 210),
+        gemm_k: Some(simd_gemm_k!("avx2,fma,f16c", false)),
     })
 }
 
@@ -170,7 +172,7 @@ unsafe fn hsums<const B: usize>(acc: [__m256; B]) -> [f32; B] {
 }
 
 #[inline(always)]
-unsafe fn load(p: *const u8) -> __m256i {
+pub(super) unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
@@ -219,7 +221,7 @@ unsafe fn dot_us<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
 /// (`2 · 63 · 127`) never saturate; with VNNI the scaling and the accumulation are one
 /// `vpdpwssd`, instead of `vpdpbusd` + `vpmulld` + `vpaddd`.
 #[inline(always)]
-unsafe fn dot_us_scaled_acc<const VNNI: bool>(
+pub(super) unsafe fn dot_us_scaled_acc<const VNNI: bool>(
     acc: __m256i,
     u: __m256i,
     s: __m256i,

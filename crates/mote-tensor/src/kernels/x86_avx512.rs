@@ -11,6 +11,7 @@ use std::arch::x86_64::*;
 use super::x86_avx2::{
     gemm_q8, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, simd_dot, simd_gemm,
 };
+use super::x86_gemm_k::simd_gemm_k;
 use super::{BlockQ8, BlockQ8K, Dot, KernelPath, Kernels, Unpacked};
 
 pub(super) fn kernels() -> Option<Kernels> {
@@ -141,6 +142,10 @@ pub(super) fn kernels() -> Option<Kernels> {
             BlockQ8K,
             210
         ),
+        gemm_k: Some(simd_gemm_k!(
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+            true
+        )),
     })
 }
 
