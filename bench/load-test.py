@@ -127,12 +127,33 @@ def one_request(port, prompt, max_tokens, stats):
         conn.close()
 
 
+def read_metrics(port):
+    """The server's counters from GET /metrics (name -> value; labelled series skipped)."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    except (OSError, http.client.HTTPException):
+        return {}
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
+            try:
+                out[parts[0]] = float(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
 def run_phase(args, parallel):
     port = free_port()
     log = open(os.path.join(args.out, f"load-test-server-p{parallel}.log"), "w")
     cmd = [args.bin, "serve", args.model, "--host", "127.0.0.1", "--port", str(port),
            "--parallel", str(parallel), "--ctx-size", str(args.ctx_size),
            "--max-queue", str(args.clients)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(port, proc)
@@ -152,6 +173,7 @@ def run_phase(args, parallel):
         for t in threads:
             t.join()
         elapsed = time.time() - t0
+        counters = read_metrics(port)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -174,6 +196,11 @@ def run_phase(args, parallel):
         "generated_tokens": stats.tokens,
         "tokens_per_s": round(stats.tokens / elapsed, 1),
         "server_exit": rc,
+        "prompt_tokens": int(counters.get("mote_prompt_tokens_total", 0)),
+        "prompt_tokens_cached": int(counters.get("mote_prompt_tokens_cached_total", 0)),
+        # Share of the wall time the scheduler spent in forward passes: what is left is
+        # sampling, streaming and waiting.
+        "forward_busy": round(counters.get("mote_decode_seconds_total", 0) / elapsed, 3),
     }
 
 
@@ -186,16 +213,19 @@ def main():
     ap.add_argument("--parallel", default="4,1", help="comma-separated slot counts, one phase each")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--ctx-size", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=0, help="server kernel threads (0: its default)")
     ap.add_argument("--out", default="out")
     args = ap.parse_args()
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     os.makedirs(args.out, exist_ok=True)
     results = [run_phase(args, int(p)) for p in args.parallel.split(",")]
-    print("| parallel | clients | s | completed | 5xx | dropped | TTFT p50 s | TTFT p99 s | tokens/s | exit |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| parallel | clients | s | completed | 5xx | dropped | TTFT p50 s | TTFT p99 s | tokens/s | "
+          "prompt (cached) | forward busy | exit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['parallel']} | {r['clients']} | {r['seconds']} | {r['completed']} | {r['http_5xx']} | "
-              f"{r['dropped']} | {r['ttft_p50_s']} | {r['ttft_p99_s']} | {r['tokens_per_s']} | {r['server_exit']} |")
+              f"{r['dropped']} | {r['ttft_p50_s']} | {r['ttft_p99_s']} | {r['tokens_per_s']} | "
+              f"{r['prompt_tokens']} ({r['prompt_tokens_cached']}) | {r['forward_busy']:.0%} | {r['server_exit']} |")
     with open(os.path.join(args.out, "load-test.json"), "w") as f:
         json.dump(results, f, indent=2)
     bad = any(r["http_5xx"] or r["dropped"] or r["server_exit"] != 0 for r in results)

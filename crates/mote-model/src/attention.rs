@@ -22,7 +22,7 @@ const QUERY_BLOCK: usize = 16;
 /// Positions per key block.
 const KEY_BLOCK: usize = 128;
 /// Below this many query·key products a batch's attention runs on the calling thread.
-const PARALLEL_MIN_PAIRS: usize = 32 * 1024;
+const PARALLEL_MIN_PAIRS: usize = 2 * 1024;
 
 /// Shapes and settings shared by all queries of one layer.
 pub struct AttnParams {
