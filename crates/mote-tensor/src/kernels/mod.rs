@@ -210,44 +210,43 @@ impl Unpacked {
         self.groups = groups;
         self.offset = offset;
         self.has_min = has_min;
-        self.u.clear();
-        self.u.resize(groups * blocks * 128, 0);
-        self.d.clear();
-        self.d.resize(groups * blocks * 4, 0.0);
-        self.m.clear();
-        self.m.resize(groups * blocks * 4, 0.0);
+        // Every slot of a real row is overwritten below, so the buffers are only resized
+        // (a memset of the whole tile per call cost as much as the decoding); the rows
+        // past the last real one are zeroed explicitly.
+        let slots = groups * blocks * 4;
+        self.u.resize(slots * 32, 0);
+        self.d.resize(slots, 0.0);
+        self.m.resize(slots, 0.0);
+        for r in rows..groups * 4 {
+            for k in 0..blocks {
+                let at = (r / 4 * blocks + k) * 4 + r % 4;
+                self.u[at * 32..at * 32 + 32].fill(0);
+                self.d[at] = 0.0;
+                self.m[at] = 0.0;
+            }
+        }
         for r in 0..rows {
             let (g, lane) = (r / 4, r % 4);
             let row = &w[r * row_bytes..r * row_bytes + blocks * bb];
             for (k, b) in row.chunks_exact(bb).enumerate() {
                 let at = (g * blocks + k) * 4 + lane;
-                self.d[at] = f16_at(b, 0);
-                if has_min {
-                    self.m[at] = f16_at(b, 2);
-                }
+                self.d[at] = f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                self.m[at] = if has_min {
+                    f16_bits_to_f32(u16::from_le_bytes([b[2], b[3]]))
+                } else {
+                    0.0
+                };
                 let u: &mut [u8] = &mut self.u[at * 32..at * 32 + 32];
-                let nibbles = |qs: &[u8], u: &mut [u8]| {
-                    for j in 0..16 {
-                        u[j] = qs[j] & 15;
-                        u[j + 16] = qs[j] >> 4;
-                    }
-                };
-                let high = |qh: &[u8], u: &mut [u8]| {
-                    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
-                    for (j, v) in u.iter_mut().enumerate() {
-                        *v |= (((qh >> j) & 1) as u8) << 4;
-                    }
-                };
                 match dtype {
-                    DType::Q4_0 => nibbles(&b[2..18], u),
-                    DType::Q4_1 => nibbles(&b[4..20], u),
+                    DType::Q4_0 => split_nibbles(&b[2..18], u),
+                    DType::Q4_1 => split_nibbles(&b[4..20], u),
                     DType::Q5_0 => {
-                        nibbles(&b[6..22], u);
-                        high(&b[2..6], u);
+                        split_nibbles(&b[6..22], u);
+                        add_fifth_bits(&b[2..6], u);
                     }
                     DType::Q5_1 => {
-                        nibbles(&b[8..24], u);
-                        high(&b[4..8], u);
+                        split_nibbles(&b[8..24], u);
+                        add_fifth_bits(&b[4..8], u);
                     }
                     _ => {
                         for (v, &q) in u.iter_mut().zip(&b[2..34]) {
@@ -500,5 +499,62 @@ pub(crate) fn unpack_q3k_scales(b: &[u8]) -> [i8; 16] {
 
 #[inline]
 pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+    f16_bits_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// An f16 (as bits) widened to f32, exactly, in a few inlined instructions: the exponent
+/// and mantissa moved into place and rescaled by 2^112 (which also normalises
+/// subnormals), infinities and NaNs patched. `half`'s conversion is an out-of-line call
+/// per value, which dominated decoding whole weight tiles.
+#[inline(always)]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let sign = (h & 0x8000) << 16;
+    let body = (h & 0x7fff) << 13;
+    let value = if h & 0x7c00 == 0x7c00 {
+        f32::from_bits(body | 0x7f80_0000)
+    } else {
+        f32::from_bits(body) * f32::from_bits(0x7780_0000) // 2^112
+    };
+    f32::from_bits(value.to_bits() | sign)
+}
+
+/// 16 bytes of 4-bit pairs → 32 values: low nibbles first, then high ones (ggml's
+/// order), eight bytes at a time.
+#[inline(always)]
+fn split_nibbles(qs: &[u8], u: &mut [u8]) {
+    for half in 0..2 {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&qs[8 * half..8 * half + 8]);
+        let x = u64::from_le_bytes(x);
+        let mask = 0x0f0f_0f0f_0f0f_0f0f;
+        u[8 * half..8 * half + 8].copy_from_slice(&(x & mask).to_le_bytes());
+        u[16 + 8 * half..24 + 8 * half].copy_from_slice(&((x >> 4) & mask).to_le_bytes());
+    }
+}
+
+/// ORs bit `j` of the 32-bit `qh` into bit 4 of value `j` (Q5_0/Q5_1's fifth bits).
+#[inline(always)]
+fn add_fifth_bits(qh: &[u8], u: &mut [u8]) {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    for (j, v) in u.iter_mut().enumerate() {
+        *v |= (((qh >> j) & 1) as u8) << 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_widening_is_exact_for_every_value() {
+        for bits in 0..=u16::MAX {
+            let want = half::f16::from_bits(bits).to_f32();
+            let got = f16_bits_to_f32(bits);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}: {got} vs {want}"
+            );
+        }
+    }
 }
