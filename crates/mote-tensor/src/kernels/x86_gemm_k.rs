@@ -154,16 +154,22 @@ pub(super) unsafe fn gemm_q4_k<const VNNI: bool>(
         let dmin = _mm256_loadu_ps(t.dmin.add(k * KROWS));
         let y = [a[0].add(k), a[1].add(k), a[2].add(k), a[3].add(k)];
         for sb in 0..4 {
-            let mut dots = [_mm256_setzero_si256(); 4];
-            for g in [2 * sb, 2 * sb + 1] {
-                let s16 = load16(s.add(16 * g));
-                for c in 0..8 {
-                    let w = load(u.add(32 * (8 * g + c)));
-                    for b in 0..4 {
-                        let ys = broadcast4((*y[b]).qs.as_ptr().add(32 * g + 4 * c));
-                        dots[b] = dot_us_scaled_acc::<VNNI>(dots[b], w, ys, s16);
-                    }
+            // One chain per group and activation row (eight in flight).
+            let mut chains = [[_mm256_setzero_si256(); 4]; 2];
+            let (s0, s1) = (load16(s.add(32 * sb)), load16(s.add(32 * sb + 16)));
+            for c in 0..8 {
+                let w0 = load(u.add(32 * (16 * sb + c)));
+                let w1 = load(u.add(32 * (16 * sb + 8 + c)));
+                for b in 0..4 {
+                    let q = (*y[b]).qs.as_ptr().add(64 * sb + 4 * c);
+                    chains[0][b] = dot_us_scaled_acc::<VNNI>(chains[0][b], w0, broadcast4(q), s0);
+                    chains[1][b] =
+                        dot_us_scaled_acc::<VNNI>(chains[1][b], w1, broadcast4(q.add(32)), s1);
                 }
+            }
+            let mut dots = [_mm256_setzero_si256(); 4];
+            for b in 0..4 {
+                dots[b] = _mm256_add_epi32(chains[0][b], chains[1][b]);
             }
             let (m0, m1) = (load16(m.add(32 * sb)), load16(m.add(32 * sb + 16)));
             for b in 0..4 {
@@ -198,16 +204,24 @@ pub(super) unsafe fn gemm_q6_k<const VNNI: bool>(
         let u = t.u.add(k * KU_BYTES);
         let (s, m) = (t.s.add(k * 256), t.m.add(k * 128));
         let y = [a[0].add(k), a[1].add(k), a[2].add(k), a[3].add(k)];
-        let mut sums = [_mm256_setzero_si256(); 4];
-        for j in 0..16 {
-            let s16 = load16(s.add(16 * j));
+        // Two chains per activation row (even and odd scale groups), eight in flight.
+        let mut chains = [[_mm256_setzero_si256(); 4]; 2];
+        for j in (0..16).step_by(2) {
+            let (s0, s1) = (load16(s.add(16 * j)), load16(s.add(16 * j + 16)));
             for c in 0..4 {
-                let w = load(u.add(32 * (4 * j + c)));
+                let w0 = load(u.add(32 * (4 * j + c)));
+                let w1 = load(u.add(32 * (4 * j + 4 + c)));
                 for b in 0..4 {
-                    let ys = broadcast4((*y[b]).qs.as_ptr().add(16 * j + 4 * c));
-                    sums[b] = dot_us_scaled_acc::<VNNI>(sums[b], w, ys, s16);
+                    let q = (*y[b]).qs.as_ptr().add(16 * j + 4 * c);
+                    chains[0][b] = dot_us_scaled_acc::<VNNI>(chains[0][b], w0, broadcast4(q), s0);
+                    chains[1][b] =
+                        dot_us_scaled_acc::<VNNI>(chains[1][b], w1, broadcast4(q.add(16)), s1);
                 }
             }
+        }
+        let mut sums = [_mm256_setzero_si256(); 4];
+        for b in 0..4 {
+            sums[b] = _mm256_add_epi32(chains[0][b], chains[1][b]);
         }
         let d = _mm256_loadu_ps(t.d.add(k * KROWS));
         for b in 0..4 {
