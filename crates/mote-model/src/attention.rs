@@ -21,6 +21,9 @@ use mote_tensor::ggml_math::{dot16_tile, exp_sub, f16_to_f32, reduce16, LANES};
 const QUERY_BLOCK: usize = 16;
 /// Positions per key block.
 const KEY_BLOCK: usize = 128;
+/// Keys per block of the llama.cpp-order score loop: 16 keys of Gemma's 256 dimensions
+/// in f32 are 16 KiB, half of a typical L1.
+const KEYS_IN_L1: usize = 16;
 /// Below this many query·key products a batch's attention runs on the calling thread.
 const PARALLEL_MIN_PAIRS: usize = 2 * 1024;
 
@@ -245,20 +248,26 @@ fn attend_block_ggml(
             f16_to_f32(krow, &mut sc.k[(j - base) * dk..][..dk]);
         }
 
-        // Scores, four query rows by four keys at a time.
+        // Scores, four query rows by four keys at a time, over blocks of keys that stay
+        // in L1 while every row tile passes by (row-major order re-read all keys from L2
+        // for every four rows, and the products waited on those loads).
         sc.s[..rows * span].fill(0.0);
-        for r0 in (0..rows).step_by(4) {
-            let rr = quad(r0, rows);
-            let (from, to) = (keys(rr[0]).0, keys(rr[3]).1);
-            let qs = rr.map(|r| &sc.q[r * dk..][..dk]);
-            for j0 in (from..to).step_by(4) {
-                let jj = quad(j0, to);
-                let tile = dot16_tile(qs, jj.map(|j| &sc.k[j * dk..][..dk]), dk);
-                for (i, &r) in rr.iter().enumerate().take(rows - r0) {
-                    let (a, b, _, _) = keys(r);
-                    for (x, &j) in tile[i].iter().zip(&jj).take(to - j0) {
-                        if (a..b).contains(&j) {
-                            sc.s[r * span + j] = x * p.scale;
+        let (first, last) = (keys(0).0, keys(rows - 1).1);
+        for kb in (first..last).step_by(KEYS_IN_L1) {
+            let kb_end = (kb + KEYS_IN_L1).min(last);
+            for r0 in (0..rows).step_by(4) {
+                let rr = quad(r0, rows);
+                let (from, to) = (keys(rr[0]).0.max(kb), keys(rr[3]).1.min(kb_end));
+                let qs = rr.map(|r| &sc.q[r * dk..][..dk]);
+                for j0 in (from..to).step_by(4) {
+                    let jj = quad(j0, to);
+                    let tile = dot16_tile(qs, jj.map(|j| &sc.k[j * dk..][..dk]), dk);
+                    for (i, &r) in rr.iter().enumerate().take(rows - r0) {
+                        let (a, b, _, _) = keys(r);
+                        for (x, &j) in tile[i].iter().zip(&jj).take(to - j0) {
+                            if (a..b).contains(&j) {
+                                sc.s[r * span + j] = x * p.scale;
+                            }
                         }
                     }
                 }
