@@ -7,6 +7,12 @@
 //! rows. The integer sums are exact; the float steps are, lane by lane, those of the
 //! one-row kernels `k4` and `q6_k` in `x86_avx2.rs` (same products, same fused
 //! multiply-adds, same order), so every output has the same bits as [`super::Dot::one`].
+//!
+//! Measured on Zen 4 (Gemma 3 270M, 512-token prefill, one thread): the Q4_K attention
+//! output and Q4_K/Q6_K FFN down products take about half the time of the four-row
+//! kernels. Tried and slower here: `vpdpbusd` per four values with one `vpmulld` per
+//! scale group instead of `vpmaddubsw` + `vpdpwssd` (about 40 % slower), and passing
+//! 64 activation rows per row group to keep the group in L1 (no change).
 
 use std::arch::x86_64::*;
 
