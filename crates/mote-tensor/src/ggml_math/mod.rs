@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(dot16_f16(&a, &b).to_bits(), reduce16(&acc).to_bits());
         // The tile equals sixteen single dots, with rows repeated and cut to a multiple of 16.
         // (f16-valued inputs, whose products are exact, as the function requires).
-        let h: Vec<f32> = xs.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+        let h: Vec<f32> = xs
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
         let rows: Vec<&[f32]> = (0..6).map(|i| &h[40 * i..40 * i + 200 + i]).collect();
         let tile = dot16_tile(
             [rows[0], rows[1], rows[2], rows[2]],
