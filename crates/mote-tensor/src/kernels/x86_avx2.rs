@@ -460,7 +460,7 @@ pub(super) unsafe fn gemm_q8<const VNNI: bool, const NB: usize, const MIN: bool>
                     } else {
                         _mm256_madd_epi16(_mm256_maddubs_epi16(off, ys), ones16)
                     };
-                    for r in 0..4 {
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
                         let w = load(uk.add(32 * r));
                         let dot = if VNNI {
                             _mm256_dpbusd_epi32(corr, w, ys)
@@ -473,7 +473,7 @@ pub(super) unsafe fn gemm_q8<const VNNI: bool, const NB: usize, const MIN: bool>
                             }
                         };
                         let scale = _mm256_broadcast_ss(&*sk.add(4 * r + b));
-                        acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][b]);
+                        acc_r[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc_r[b]);
                     }
                     if MIN {
                         let mk = _mm_loadu_ps(m.add(4 * k));
