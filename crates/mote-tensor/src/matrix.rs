@@ -373,6 +373,17 @@ fn tile<A>(
             }
             b += 4;
         }
+        // Two or three rows left (two or three slots decoding together): the two-row form,
+        // so that each weight block is decoded once for two of them, not once per row.
+        if b + 2 <= n {
+            let a2 = [act(b), act(b + 1)];
+            if let [o0, o1] = &mut outs[b..b + 2] {
+                for r in r0..r1 {
+                    [o0[r], o1[r]] = (dot.two)(weights(r), a2);
+                }
+            }
+            b += 2;
+        }
         for (b, out) in outs.iter_mut().enumerate().skip(b) {
             for (r, o) in out.iter_mut().enumerate().take(r1).skip(r0) {
                 *o = (dot.one)(weights(r), act(b));

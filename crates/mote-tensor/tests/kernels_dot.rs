@@ -50,21 +50,37 @@ fn check_pair(k: &Kernels, dtype: DType, w: &[u8], nb: usize, rng: &mut Rng, exa
         (Plan::Q8(fast), Plan::Q8(slow)) => {
             let rows: Vec<Vec<BlockQ8>> = (0..4).map(|_| random_q8(rng, nb, exact)).collect();
             let four = (fast.four)(w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            let two = (fast.two)(w, [&rows[1], &rows[3]]);
             for (b, a) in rows.iter().enumerate() {
                 let want = (slow.one)(w, a);
                 let (_, mag) = dot64(&wf, &dequantize_q8(a));
-                compare(want, (fast.one)(w, a), mag, exact, &ctx);
+                let one = (fast.one)(w, a);
+                compare(want, one, mag, exact, &ctx);
                 compare(want, four[b], mag, exact, &ctx);
+                // Every row form of a path computes a row the same way: batching slots
+                // must not change their results.
+                assert_eq!(one.to_bits(), four[b].to_bits(), "{ctx}: four vs one");
+                if b % 2 == 1 {
+                    assert_eq!(one.to_bits(), two[b / 2].to_bits(), "{ctx}: two vs one");
+                }
             }
         }
         (Plan::Q8K(fast), Plan::Q8K(slow)) => {
             let rows: Vec<Vec<BlockQ8K>> = (0..4).map(|_| random_q8k(rng, nb, exact)).collect();
             let four = (fast.four)(w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            let two = (fast.two)(w, [&rows[1], &rows[3]]);
             for (b, a) in rows.iter().enumerate() {
                 let want = (slow.one)(w, a);
                 let (_, mag) = dot64(&wf, &dequantize_q8k(a));
-                compare(want, (fast.one)(w, a), mag, exact, &ctx);
+                let one = (fast.one)(w, a);
+                compare(want, one, mag, exact, &ctx);
                 compare(want, four[b], mag, exact, &ctx);
+                // Every row form of a path computes a row the same way: batching slots
+                // must not change their results.
+                assert_eq!(one.to_bits(), four[b].to_bits(), "{ctx}: four vs one");
+                if b % 2 == 1 {
+                    assert_eq!(one.to_bits(), two[b / 2].to_bits(), "{ctx}: two vs one");
+                }
             }
         }
         _ => panic!("{ctx}: plans differ between tables"),

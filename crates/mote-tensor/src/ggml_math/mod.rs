@@ -82,13 +82,16 @@ pub fn dot16_tile(a: [&[f32]; 4], b: [&[f32]; 4], len: usize) -> [[f32; 4]; 4] {
 /// Exact; with F16C eight at a time.
 pub fn f16_to_f32(bytes: &[u8], out: &mut [f32]) {
     let n = (bytes.len() / 2).min(out.len());
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if f16c() {
+    let done = if f16c() {
         // SAFETY: F16C/AVX are available (checked by `f16c`); `n` values lie inside both
         // slices.
-        done = unsafe { x86::f16_to_f32(bytes.as_ptr(), out.as_mut_ptr(), n) };
-    }
+        unsafe { x86::f16_to_f32(bytes.as_ptr(), out.as_mut_ptr(), n) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for (o, b) in out[done..n]
         .iter_mut()
         .zip(bytes[2 * done..].chunks_exact(2))

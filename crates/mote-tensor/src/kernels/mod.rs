@@ -142,6 +142,8 @@ pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
 /// of reading out of bounds.
 pub struct Dot<A: 'static> {
     pub one: fn(&[u8], &[A]) -> f32,
+    /// Two rows (a batch's leftover rows: two or three slots decoding together).
+    pub two: fn(&[u8], [&[A]; 2]) -> [f32; 2],
     pub four: fn(&[u8], [&[A]; 4]) -> [f32; 4],
     /// For batches: four weight rows of an [`Unpacked`] tile times four activation rows,
     /// where this path has such a kernel (legacy block types on x86).

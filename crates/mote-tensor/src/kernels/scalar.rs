@@ -9,11 +9,12 @@ use super::{
 };
 use crate::DType;
 
-/// Builds a [`Dot`] whose four-row form just calls the one-row form four times.
+/// Builds a [`Dot`] whose two- and four-row forms just call the one-row form.
 macro_rules! dot {
     ($one:path) => {
         Dot {
             one: $one,
+            two: |w, a| [$one(w, a[0]), $one(w, a[1])],
             four: |w, a| [$one(w, a[0]), $one(w, a[1]), $one(w, a[2]), $one(w, a[3])],
             gemm: None,
         }

@@ -41,8 +41,15 @@ macro_rules! simd_dot {
             // SAFETY: as in `one`; `nb` blocks lie inside the weights and all four rows.
             unsafe { entry::<4>(w.as_ptr(), a.map(|s| s.as_ptr()), nb) }
         }
+        fn two(w: &[u8], a: [&[$A]; 2]) -> [f32; 2] {
+            let shortest = a[0].len().min(a[1].len());
+            let nb = shortest.min(w.len() / $block_bytes);
+            // SAFETY: as in `one`; `nb` blocks lie inside the weights and both rows.
+            unsafe { entry::<2>(w.as_ptr(), a.map(|s| s.as_ptr()), nb) }
+        }
         Dot {
             one,
+            two,
             four,
             gemm: None,
         }
