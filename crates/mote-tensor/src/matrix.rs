@@ -267,14 +267,16 @@ pub fn matmul_many_using(
             Plan::Q8(dot) => match dot.gemm {
                 Some(gemm) if outs.len() >= GEMM_MIN_INPUTS => {
                     let layout = (m.dtype, row_bytes, q8_row);
-                    tile_unpacked(gemm, dot, layout, w, q8, &mut outs)
+                    let mut unpacked = LegacyTile(gemm, Unpacked::default());
+                    tile_unpacked(&mut unpacked, dot, layout, w, q8, &mut outs)
                 }
                 _ => tile(dot, w, row_bytes, q8, q8_row, &mut outs),
             },
             Plan::Q8K(dot) => match kernels.gemm_k {
                 Some(gemm) if outs.len() >= GEMM_MIN_INPUTS && has_gemm_k(m.dtype) => {
                     let layout = (m.dtype, row_bytes, q8k_row);
-                    tile_unpacked_k(gemm, dot, layout, w, q8k, &mut outs)
+                    let mut unpacked = KQuantTile(gemm, UnpackedK::default());
+                    tile_unpacked(&mut unpacked, dot, layout, w, q8k, &mut outs)
                 }
                 _ => tile(dot, w, row_bytes, q8k, q8k_row, &mut outs),
             },
@@ -401,51 +403,88 @@ const GEMM_MIN_INPUTS: usize = 16;
 /// every activation row passes by.
 const GEMM_ROWS: usize = 32;
 
-/// [`tile`] for weights with a [`Gemm`] kernel: unpacks [`GEMM_ROWS`] weight rows at a
-/// time, then runs four weight rows × four activation rows per kernel call. The last
-/// `n % 4` activation rows take the one-row kernel. `layout`: the weight type, bytes per
-/// weight row, blocks per activation row.
-fn tile_unpacked(
-    gemm: Gemm<BlockQ8>,
-    dot: Dot<BlockQ8>,
-    layout: (DType, usize, usize),
-    w: &[u8],
-    acts: &[BlockQ8],
-    outs: &mut [&mut [f32]],
-) {
-    let (dtype, row_bytes, per_row) = layout;
-    let n = outs.len();
-    let rows = outs.first().map_or(0, |o| o.len());
-    let act = |b: usize| &acts[b * per_row..(b + 1) * per_row];
-    let mut unpacked = Unpacked::default();
-    for r0 in (0..rows).step_by(GEMM_ROWS) {
-        let r1 = (r0 + GEMM_ROWS).min(rows);
-        let wr = &w[r0 * row_bytes..];
-        if !unpacked.fill(dtype, wr, row_bytes, r1 - r0, per_row) {
-            // Not a type `Unpacked` takes: the per-row kernels do it all.
-            let mut rest: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[r0..r1]).collect();
-            tile(dot, wr, row_bytes, acts, per_row, &mut rest);
-            continue;
-        }
-        let mut b = 0;
-        while b + 4 <= n {
-            let a4 = [act(b), act(b + 1), act(b + 2), act(b + 3)];
-            for g in 0..unpacked.groups {
-                let y = gemm(&unpacked, g, a4);
-                for (i, yr) in y.iter().enumerate() {
-                    let r = r0 + 4 * g + i;
-                    if r < r1 {
-                        for (j, &v) in yr.iter().enumerate() {
-                            outs[b + j][r] = v;
-                        }
+/// Weight rows decoded once for a batch kernel, and that kernel: [`Unpacked`] with
+/// [`Dot::gemm`] for the legacy types, [`UnpackedK`] with [`GemmK`] for Q4_K/Q6_K.
+trait UnpackedTile<A> {
+    /// Decodes `rows` weight rows, `row_bytes` apart, `blocks` blocks each; false when
+    /// it does not take the type (or `w` is too short).
+    fn unpack(
+        &mut self,
+        dtype: DType,
+        w: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        blocks: usize,
+    ) -> bool;
+    /// Writes `outs[b + j][r0 + i]`: unpacked row `i` times activation row `a4[j]`, for
+    /// every unpacked row (`r1 - r0` of them).
+    fn four_inputs(&self, a4: [&[A]; 4], outs: &mut [&mut [f32]], b: usize, r0: usize, r1: usize);
+}
+
+struct LegacyTile(Gemm<BlockQ8>, Unpacked);
+
+impl UnpackedTile<BlockQ8> for LegacyTile {
+    fn unpack(
+        &mut self,
+        dtype: DType,
+        w: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        blocks: usize,
+    ) -> bool {
+        self.1.fill(dtype, w, row_bytes, rows, blocks)
+    }
+    fn four_inputs(
+        &self,
+        a4: [&[BlockQ8]; 4],
+        outs: &mut [&mut [f32]],
+        b: usize,
+        r0: usize,
+        r1: usize,
+    ) {
+        for g in 0..self.1.groups {
+            // Four weight rows × four activation rows, indexed [row][input].
+            let y = (self.0)(&self.1, g, a4);
+            for (i, yr) in y.iter().enumerate() {
+                let r = r0 + 4 * g + i;
+                if r < r1 {
+                    for (j, &v) in yr.iter().enumerate() {
+                        outs[b + j][r] = v;
                     }
                 }
             }
-            b += 4;
         }
-        for (b, out) in outs.iter_mut().enumerate().skip(b) {
-            for (r, o) in out.iter_mut().enumerate().take(r1).skip(r0) {
-                *o = (dot.one)(&w[r * row_bytes..(r + 1) * row_bytes], act(b));
+    }
+}
+
+struct KQuantTile(GemmK, UnpackedK);
+
+impl UnpackedTile<BlockQ8K> for KQuantTile {
+    fn unpack(
+        &mut self,
+        dtype: DType,
+        w: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        blocks: usize,
+    ) -> bool {
+        self.1.fill(dtype, w, row_bytes, rows, blocks)
+    }
+    fn four_inputs(
+        &self,
+        a4: [&[BlockQ8K]; 4],
+        outs: &mut [&mut [f32]],
+        b: usize,
+        r0: usize,
+        r1: usize,
+    ) {
+        for g in 0..self.1.groups {
+            // KROWS weight rows × four activation rows, indexed [input][row].
+            let y = (self.0)(&self.1, g, a4);
+            let first = r0 + KROWS * g;
+            let last = (first + KROWS).min(r1);
+            for (j, yb) in y.iter().enumerate() {
+                outs[b + j][first..last].copy_from_slice(&yb[..last - first]);
             }
         }
     }
@@ -456,27 +495,27 @@ fn has_gemm_k(dtype: DType) -> bool {
     matches!(dtype, DType::Q4_K | DType::Q6_K)
 }
 
-/// [`tile_unpacked`] for Q4_K and Q6_K weights with a [`GemmK`] kernel: unpacks
-/// [`GEMM_ROWS`] weight rows at a time, then runs eight weight rows × four activation
-/// rows per kernel call (same bits as the one-row kernel, which takes the last `n % 4`
-/// activation rows).
-fn tile_unpacked_k(
-    gemm: GemmK,
-    dot: Dot<BlockQ8K>,
+/// [`tile`] for weights with a batch kernel: unpacks [`GEMM_ROWS`] weight rows at a time,
+/// then multiplies them with four activation rows per kernel call (the kernels give the
+/// same bits as [`Dot::one`], which takes the last `n % 4` activation rows). `layout`:
+/// the weight type, bytes per weight row, blocks per activation row.
+fn tile_unpacked<A>(
+    unpacked: &mut impl UnpackedTile<A>,
+    dot: Dot<A>,
     layout: (DType, usize, usize),
     w: &[u8],
-    acts: &[BlockQ8K],
+    acts: &[A],
     outs: &mut [&mut [f32]],
 ) {
     let (dtype, row_bytes, per_row) = layout;
     let n = outs.len();
     let rows = outs.first().map_or(0, |o| o.len());
     let act = |b: usize| &acts[b * per_row..(b + 1) * per_row];
-    let mut unpacked = UnpackedK::default();
     for r0 in (0..rows).step_by(GEMM_ROWS) {
         let r1 = (r0 + GEMM_ROWS).min(rows);
         let wr = &w[r0 * row_bytes..];
-        if !unpacked.fill(dtype, wr, row_bytes, r1 - r0, per_row) {
+        if !unpacked.unpack(dtype, wr, row_bytes, r1 - r0, per_row) {
+            // Not a type the tile takes: the per-row kernels do it all.
             let mut rest: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[r0..r1]).collect();
             tile(dot, wr, row_bytes, acts, per_row, &mut rest);
             continue;
@@ -484,14 +523,7 @@ fn tile_unpacked_k(
         let mut b = 0;
         while b + 4 <= n {
             let a4 = [act(b), act(b + 1), act(b + 2), act(b + 3)];
-            for g in 0..unpacked.groups {
-                let y = gemm(&unpacked, g, a4);
-                let first = r0 + KROWS * g;
-                let last = (first + KROWS).min(r1);
-                for (j, yb) in y.iter().enumerate() {
-                    outs[b + j][first..last].copy_from_slice(&yb[..last - first]);
-                }
-            }
+            unpacked.four_inputs(a4, outs, b, r0, r1);
             b += 4;
         }
         for (b, out) in outs.iter_mut().enumerate().skip(b) {
