@@ -200,10 +200,7 @@ impl Unpacked {
             DType::Q8_0 => (34, 128, false),
             _ => return self.clear(),
         };
-        let last_end = rows
-            .checked_sub(1)
-            .map_or(0, |r| r * row_bytes + blocks * bb);
-        if row_bytes < blocks * bb || w.len() < last_end {
+        if !rows_fit(w, row_bytes, rows, blocks * bb) {
             return self.clear();
         }
         let groups = rows.div_ceil(4);
@@ -497,6 +494,14 @@ pub(crate) fn unpack_q3k_scales(b: &[u8]) -> [i8; 16] {
         }
     }
     out
+}
+
+/// Whether `rows` rows of `used` bytes each, `row_bytes` apart, lie inside `w`.
+pub(crate) fn rows_fit(w: &[u8], row_bytes: usize, rows: usize, used: usize) -> bool {
+    let last_end = rows.checked_sub(1).map_or(Some(0), |r| {
+        r.checked_mul(row_bytes).and_then(|x| x.checked_add(used))
+    });
+    row_bytes >= used && last_end.is_some_and(|end| w.len() >= end)
 }
 
 #[inline]

@@ -8,7 +8,7 @@
 //! sums, with no horizontal reduction, and the float tail runs eight outputs per
 //! instruction, each lane doing exactly the scalar kernel's operations.
 
-use super::{f16_at, unpack_k4_scales, BlockQ8K, QK_K};
+use super::{f16_at, rows_fit, unpack_k4_scales, BlockQ8K, QK_K};
 use crate::DType;
 
 /// Weight rows per group: the i32 lanes of a 256-bit vector.
@@ -78,10 +78,7 @@ impl UnpackedK {
             DType::Q6_K => 210,
             _ => return self.clear(),
         };
-        let last_end = rows
-            .checked_sub(1)
-            .map_or(0, |r| r * row_bytes + blocks * bb);
-        if row_bytes < blocks * bb || w.len() < last_end {
+        if !rows_fit(w, row_bytes, rows, blocks * bb) {
             return self.clear();
         }
         let groups = rows.div_ceil(KROWS);
