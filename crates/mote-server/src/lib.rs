@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Default token limit per response; 0: until end-of-generation or a full context.
     #[arg(long, default_value_t = 0)]
     pub n_predict: usize,
+    /// Keep generating past end-of-generation tokens (they are never sampled), until the
+    /// token limit or a full context: for benchmarks and tests (llama-server's flag).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Default sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.8)]
     pub temp: f32,
@@ -149,6 +153,7 @@ impl Server {
             config.n_slots,
             config.n_ctx,
             config.max_queue,
+            config.ignore_eos,
             metrics.clone(),
         );
         Server {
@@ -242,6 +247,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
         sampling: args.sampling(),
         seed: args.seed,
         max_tokens: (args.n_predict > 0).then_some(args.n_predict),
+        ignore_eos: args.ignore_eos,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

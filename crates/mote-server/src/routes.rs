@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub seed: Option<u64>,
     /// Default completion length when a request gives none; None: until the context fills.
     pub max_tokens: Option<usize>,
+    /// Never end at an end-of-generation token (their logits are masked): answers run to
+    /// their token limit. For benchmarks and tests, as llama-server's `--ignore-eos`.
+    pub ignore_eos: bool,
 }
 
 pub struct AppState {

@@ -159,6 +159,7 @@ pub fn spawn(
     n_slots: usize,
     n_ctx: usize,
     max_queue: usize,
+    ignore_eos: bool,
     metrics: Arc<Metrics>,
 ) -> SchedulerHandle {
     let shared = Arc::new(Shared {
@@ -171,9 +172,18 @@ pub fn spawn(
         capacity: n_slots.max(1) + max_queue,
         metrics,
     });
+    // End-of-generation tokens to mask when they must not end an answer.
+    let masked = if ignore_eos {
+        (0..backend.vocab_size() as u32)
+            .filter(|&t| frontend.is_eog(t))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let worker = Worker {
         backend,
         frontend,
+        masked,
         n_ctx,
         slots: (0..n_slots.max(1)).map(|_| Slot::default()).collect(),
         shared: shared.clone(),
@@ -216,6 +226,8 @@ struct Active {
 struct Worker {
     backend: Box<dyn Backend>,
     frontend: Arc<dyn Frontend>,
+    /// Tokens whose logits are set to -inf before sampling (`--ignore-eos`).
+    masked: Vec<u32>,
     /// Positions each slot's cache holds.
     n_ctx: usize,
     slots: Vec<Slot>,
@@ -435,7 +447,12 @@ impl Worker {
         self.update_rate(sampled);
     }
 
-    fn sample_and_emit(&mut self, slot: usize, logits: Vec<f32>) -> Outcome {
+    fn sample_and_emit(&mut self, slot: usize, mut logits: Vec<f32>) -> Outcome {
+        for &t in &self.masked {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
         let cache_len = self.backend.cache_len(slot);
         let vocab = self.backend.vocab_size();
         let Some(job) = &mut self.slots[slot].job else {

@@ -23,6 +23,7 @@ struct Opts {
     body_limit: usize,
     api_key: Option<&'static str>,
     delay_ms: u64,
+    ignore_eos: bool,
 }
 
 impl Default for Opts {
@@ -34,6 +35,7 @@ impl Default for Opts {
             body_limit: 4096,
             api_key: None,
             delay_ms: 0,
+            ignore_eos: false,
         }
     }
 }
@@ -59,6 +61,7 @@ fn harness(o: Opts) -> Harness {
             sampling: SamplerConfig::default(),
             seed: Some(1),
             max_tokens: None,
+            ignore_eos: o.ignore_eos,
         },
     );
     let router = server.router();
@@ -652,4 +655,21 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
         .expect("serve did not return")
         .unwrap()
         .unwrap();
+}
+
+/// `--ignore-eos`: the end-of-generation token is never sampled, so an answer runs to its
+/// token limit (the fake model would otherwise stop after its short reply).
+#[tokio::test]
+async fn ignore_eos_runs_to_the_token_limit() {
+    for (ignore_eos, want_tokens, want_finish) in [(false, 9, "stop"), (true, 30, "length")] {
+        let h = harness(Opts {
+            ignore_eos,
+            ..Opts::default()
+        });
+        let req = json!({"prompt": "Hello", "max_tokens": 30, "temperature": 0});
+        let (status, body, text) = send(&h.router, post("/v1/completions", req.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(body["usage"]["completion_tokens"], want_tokens, "{text}");
+        assert_eq!(body["choices"][0]["finish_reason"], want_finish, "{text}");
+    }
 }

@@ -59,6 +59,7 @@ async fn tiny_model_serves_chat_and_completions() {
             sampling: SamplerConfig::default(),
             seed: Some(7),
             max_tokens: Some(16),
+            ignore_eos: false,
         },
     );
     let router = server.router();
@@ -207,6 +208,7 @@ async fn concurrent_requests_match_their_solo_runs() {
                 sampling: SamplerConfig::default(),
                 seed: Some(3),
                 max_tokens: Some(10),
+                ignore_eos: false,
             },
         );
         let router = server.router();
