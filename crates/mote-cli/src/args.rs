@@ -47,11 +47,6 @@ pub enum Command {
     Prune(mote_compress::cli::PruneArgs),
 }
 
-/// `--quantize` values: any type mote can write.
-pub fn parse_quantize(name: &str) -> Result<mote_tensor::DType, String> {
-    mote_model::parse_quantize_type(name).map_err(|e| e.to_string())
-}
-
 /// Prints what `--quantize` did (one line on stderr).
 pub fn report_load_quantization(model: &mote_model::Model) {
     if let Some(q) = model.load_quantization() {
@@ -113,7 +108,7 @@ pub struct GenArgs {
 
     /// Quantize a float (F32/F16/BF16) model's weight matrices to TYPE while loading
     /// (q8_0, q4_0, q4_k, ...; rows that do not fit fall back as in llama-quantize).
-    #[arg(long = "quantize", value_name = "TYPE", value_parser = parse_quantize)]
+    #[arg(long = "quantize", value_name = "TYPE", value_parser = mote_model::parse_quantize_type)]
     pub quantize: Option<mote_tensor::DType>,
 
     /// Sampling temperature; 0 or less = greedy (always the most likely token).

@@ -53,7 +53,7 @@ pub struct BenchArgs {
     pub cache_type_v: KvPrecision,
 
     /// Quantize a float model's weight matrices to TYPE while loading (q8_0, q4_0, q4_k, ...).
-    #[arg(long = "quantize", value_name = "TYPE", value_parser = crate::args::parse_quantize)]
+    #[arg(long = "quantize", value_name = "TYPE", value_parser = mote_model::parse_quantize_type)]
     pub quantize: Option<mote_tensor::DType>,
 
     /// Output format: md (table), json (one array), jsonl (one object per line).

@@ -55,12 +55,8 @@ pub struct PerplexityArgs {
     pub threads: usize,
     /// Quantize a float model's weight matrices to TYPE while loading (q8_0, q4_0,
     /// q4_k, ...), to measure a type without writing a file.
-    #[arg(long = "quantize", value_name = "TYPE", value_parser = parse_load_quantize)]
+    #[arg(long = "quantize", value_name = "TYPE", value_parser = mote_model::parse_quantize_type)]
     pub quantize: Option<mote_tensor::DType>,
-}
-
-fn parse_load_quantize(name: &str) -> std::result::Result<mote_tensor::DType, String> {
-    mote_model::parse_quantize_type(name).map_err(|e| e.to_string())
 }
 
 fn bar(total: u64, template: &str) -> ProgressBar {

@@ -69,7 +69,7 @@ pub struct ServeArgs {
     pub cache_type_v: KvPrecision,
     /// Quantize a float (F32/F16/BF16) model's weight matrices to TYPE while loading
     /// (q8_0, q4_0, q4_k, ...; already-quantized matrices are left as they are).
-    #[arg(long = "quantize", value_name = "TYPE", value_parser = parse_quantize)]
+    #[arg(long = "quantize", value_name = "TYPE", value_parser = mote_model::parse_quantize_type)]
     pub quantize: Option<mote_tensor::DType>,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
@@ -221,11 +221,6 @@ pub async fn shutdown_signal() {
 }
 
 /// `mote serve`: loads the model, binds, serves until Ctrl-C or SIGTERM.
-/// `--quantize` values: any type mote can write.
-fn parse_quantize(name: &str) -> Result<mote_tensor::DType, String> {
-    mote_model::parse_quantize_type(name).map_err(|e| e.to_string())
-}
-
 pub fn run(args: ServeArgs) -> Result<(), ServerError> {
     if args.parallel == 0 {
         return Err(ServerError::Flag("--parallel must be at least 1".into()));
