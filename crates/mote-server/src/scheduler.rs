@@ -241,6 +241,9 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// One slot's sampling on the pool: slot, its request, its logits, the sampled token.
+type SampleTask<'a> = (usize, Option<&'a mut Active>, Vec<f32>, Result<u32, String>);
+
 /// What happened to a slot in a step.
 enum Outcome {
     Continue,
@@ -418,49 +421,84 @@ impl Worker {
             .metrics
             .record_decode(started.elapsed().as_secs_f64());
 
-        let mut sampled = 0u64;
+        // Book-keeping first; the slots whose logits are wanted are sampled together below.
+        let mut to_sample: Vec<(usize, Vec<f32>)> = Vec::new();
         for ((slot, tokens), result) in entries.into_iter().zip(results) {
             let outcome = match result {
                 Ok(logits) => {
                     self.slots[slot].cached.extend_from_slice(&tokens);
-                    match &mut self.slots[slot].job {
-                        Some(job) if job.prefilled < job.prompt.len() => {
+                    if let Some(job) = &mut self.slots[slot].job {
+                        if job.prefilled < job.prompt.len() {
                             job.prefilled += tokens.len();
-                            if job.prefilled < job.prompt.len() {
-                                Outcome::Continue
-                            } else {
-                                sampled += 1;
-                                self.sample_and_emit(slot, logits)
-                            }
                         }
-                        Some(_) => {
-                            sampled += 1;
-                            self.sample_and_emit(slot, logits)
+                        if job.prefilled >= job.prompt.len() {
+                            to_sample.push((slot, logits));
                         }
-                        None => Outcome::Continue,
                     }
+                    Outcome::Continue
                 }
                 Err(e) => Outcome::Failed(e.to_string()),
+            };
+            self.settle(slot, outcome);
+        }
+        let sampled = to_sample.len() as u64;
+        for (slot, token) in self.sample_slots(to_sample) {
+            let outcome = match token {
+                Ok(token) => self.emit(slot, token),
+                Err(e) => Outcome::Failed(e),
             };
             self.settle(slot, outcome);
         }
         self.update_rate(sampled);
     }
 
-    fn sample_and_emit(&mut self, slot: usize, mut logits: Vec<f32>) -> Outcome {
-        for &t in &self.masked {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l = f32::NEG_INFINITY;
-            }
-        }
-        let cache_len = self.backend.cache_len(slot);
+    /// Samples the next token of every listed slot from its logits. Several slots are
+    /// sampled on the kernel pool at once: each pass over a 50k–260k vocabulary costs
+    /// about as much as a small matrix product, and the workers would only wait meanwhile.
+    fn sample_slots(&mut self, work: Vec<(usize, Vec<f32>)>) -> Vec<(usize, Result<u32, String>)> {
         let vocab = self.backend.vocab_size();
+        let masked = &self.masked;
+        let mut jobs: Vec<Option<&mut Active>> =
+            self.slots.iter_mut().map(|s| s.job.as_mut()).collect();
+        let tasks: Vec<Mutex<SampleTask>> = work
+            .into_iter()
+            .map(|(slot, logits)| {
+                let job = jobs.get_mut(slot).and_then(Option::take);
+                Mutex::new((slot, job, logits, Err(String::new())))
+            })
+            .collect();
+        let run = |i: usize| {
+            let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (_, job, logits, out) = &mut *task;
+            for &t in masked {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            *out = match job {
+                Some(job) => job.sampler.sample(logits, vocab).map_err(|e| e.to_string()),
+                None => Err("the slot has no request".into()),
+            };
+        };
+        if tasks.len() > 1 {
+            mote_tensor::parallel::global().run(tasks.len(), &run);
+        } else {
+            (0..tasks.len()).for_each(run);
+        }
+        tasks
+            .into_iter()
+            .map(|t| {
+                let (slot, _, _, out) = t.into_inner().unwrap_or_else(|e| e.into_inner());
+                (slot, out)
+            })
+            .collect()
+    }
+
+    /// Takes a slot's sampled token: streams its text and says whether the slot goes on.
+    fn emit(&mut self, slot: usize, token: u32) -> Outcome {
+        let cache_len = self.backend.cache_len(slot);
         let Some(job) = &mut self.slots[slot].job else {
             return Outcome::Continue;
-        };
-        let token = match job.sampler.sample(&logits, vocab) {
-            Ok(t) => t,
-            Err(e) => return Outcome::Failed(e.to_string()),
         };
         job.sampler.accept(token);
         let m = &self.shared.metrics;
