@@ -1418,15 +1418,7 @@ mod tests {
             .into_iter()
             .filter(|(k, _)| !k.ends_with(".format_version"))
             .collect();
-        let specs = file
-            .tensors()
-            .iter()
-            .map(|t| TensorSpec {
-                name: t.name.clone(),
-                dims: t.dims.clone(),
-                dtype: t.dtype,
-            })
-            .collect();
+        let specs = file.tensors().iter().map(TensorSpec::from).collect();
         let mut w = GgufWriter::create(&old, &meta, specs).unwrap();
         for t in file.tensors() {
             w.write_tensor(&t.name, file.tensor_bytes(t).as_slice())

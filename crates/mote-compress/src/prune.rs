@@ -216,15 +216,7 @@ fn zero_weights(
         }
         _ => None,
     };
-    let specs: Vec<TensorSpec> = file
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            dtype: t.dtype,
-        })
-        .collect();
+    let specs: Vec<TensorSpec> = file.tensors().iter().map(TensorSpec::from).collect();
     let mut writer = GgufWriter::create(output, &file.metadata_owned(), specs)?;
     let mut reports = Vec::new();
     let mut zeroed = 0u64;
