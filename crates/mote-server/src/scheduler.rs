@@ -172,8 +172,8 @@ pub fn spawn(
         capacity: n_slots.max(1) + max_queue,
         metrics,
     });
-    // End-of-generation tokens to mask when they must not end an answer.
-    let masked = if ignore_eos {
+    // End-of-generation tokens, banned from sampling when they must not end an answer.
+    let banned = if ignore_eos {
         (0..backend.vocab_size() as u32)
             .filter(|&t| frontend.is_eog(t))
             .collect()
@@ -183,7 +183,7 @@ pub fn spawn(
     let worker = Worker {
         backend,
         frontend,
-        masked,
+        banned,
         n_ctx,
         slots: (0..n_slots.max(1)).map(|_| Slot::default()).collect(),
         shared: shared.clone(),
@@ -226,8 +226,8 @@ struct Active {
 struct Worker {
     backend: Box<dyn Backend>,
     frontend: Arc<dyn Frontend>,
-    /// Tokens whose logits are set to -inf before sampling (`--ignore-eos`).
-    masked: Vec<u32>,
+    /// Tokens every request's sampler never picks (`--ignore-eos`).
+    banned: Vec<u32>,
     /// Positions each slot's cache holds.
     n_ctx: usize,
     slots: Vec<Slot>,
@@ -360,6 +360,9 @@ impl Worker {
         for &t in &req.prompt {
             sampler.accept(t);
         }
+        if !self.banned.is_empty() {
+            sampler.set_banned(self.banned.clone());
+        }
         s.job = Some(Active {
             events: req.events,
             sampler,
@@ -457,7 +460,6 @@ impl Worker {
     /// about as much as a small matrix product, and the workers would only wait meanwhile.
     fn sample_slots(&mut self, work: Vec<(usize, Vec<f32>)>) -> Vec<(usize, Result<u32, String>)> {
         let vocab = self.backend.vocab_size();
-        let masked = &self.masked;
         let mut jobs: Vec<Option<&mut Active>> =
             self.slots.iter_mut().map(|s| s.job.as_mut()).collect();
         let tasks: Vec<Mutex<SampleTask>> = work
@@ -470,11 +472,6 @@ impl Worker {
         let run = |i: usize| {
             let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
             let (_, job, logits, out) = &mut *task;
-            for &t in masked {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
             *out = match job {
                 Some(job) => job.sampler.sample(logits, vocab).map_err(|e| e.to_string()),
                 None => Err("the slot has no request".into()),
