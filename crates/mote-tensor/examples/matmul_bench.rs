@@ -2,7 +2,8 @@
 //! plus the thread pool's per-job overhead.
 //!
 //! `cargo run --release --example matmul_bench -p mote-tensor [-- quick]`
-//! (`BENCH_PATHS=avx512,scalar` picks kernel paths, `BENCH_N=1,64,512` batch sizes)
+//! (`BENCH_PATHS=avx512,scalar` picks kernel paths, `BENCH_N=1,64,512` batch sizes,
+//! `BENCH_SHAPES=49152x576` weight shapes)
 //!
 //! Each figure is the median of several timed samples (the machine may be shared).
 //! GFLOP/s counts 2·rows·cols·n; GB/s counts the weight bytes, streamed once per call.
@@ -129,7 +130,19 @@ fn main() {
          | calling thread on-CPU: µs/call GFLOP/s"
     );
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for (rows, cols) in [(576, 1536), (2048, 640), (640, 2048)] {
+    // BENCH_SHAPES=49152x576,1536x576: rows x cols to time (bigger than the caches shows
+    // the memory-bound case).
+    let shapes: Vec<(usize, usize)> = std::env::var("BENCH_SHAPES")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|s| s.split_once('x'))
+                .filter_map(|(r, c)| Some((r.trim().parse().ok()?, c.trim().parse().ok()?)))
+                .collect()
+        })
+        .filter(|v: &Vec<(usize, usize)>| !v.is_empty())
+        .unwrap_or_else(|| vec![(576, 1536), (2048, 640), (640, 2048)]);
+    for (rows, cols) in shapes {
         for dtype in types {
             // 640 columns are not whole 256-value k-quant blocks; the transposed shape
             // stands in for them.

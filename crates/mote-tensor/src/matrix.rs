@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 
 use crate::kernels::{
-    quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Dot, Gemm, GemmK, Kernels, Plan, Unpacked,
+    quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Dot, Gemm, GemmK, Kernels, Plan, Rows8, Unpacked,
     UnpackedK, KROWS, Q8_BLOCK, QK_K,
 };
 use crate::parallel::{self, Pool};
@@ -264,11 +264,14 @@ pub fn matmul_many_using(
         let w = &m.data()[task.first * row_bytes..];
         match plans[task.product] {
             Plan::Float(dot) => tile(dot, w, row_bytes, x, cols, &mut outs),
-            Plan::Q8(dot) => match dot.gemm {
-                Some(gemm) if outs.len() >= GEMM_MIN_INPUTS => {
+            Plan::Q8(dot) => match (dot.gemm, dot.rows8) {
+                (Some(gemm), _) if outs.len() >= GEMM_MIN_INPUTS => {
                     let layout = (m.dtype, row_bytes, q8_row);
                     let mut unpacked = LegacyTile(gemm, Unpacked::default());
                     tile_unpacked(&mut unpacked, dot, layout, w, q8, &mut outs)
+                }
+                (_, Some(rows8)) if outs.len() < GEMM_MIN_INPUTS => {
+                    tile_rows8(rows8, w, row_bytes, q8, q8_row, &mut outs)
                 }
                 _ => tile(dot, w, row_bytes, q8, q8_row, &mut outs),
             },
@@ -389,6 +392,36 @@ fn tile<A>(
         for (b, out) in outs.iter_mut().enumerate().skip(b) {
             for (r, o) in out.iter_mut().enumerate().take(r1).skip(r0) {
                 *o = (dot.one)(weights(r), act(b));
+            }
+        }
+    }
+}
+
+/// [`tile`] for decoding sizes with a [`Dot::rows8`] kernel: eight weight rows times up
+/// to four activation rows per call. Every activation row takes this path below
+/// [`GEMM_MIN_INPUTS`], so a sequence's results do not depend on how many others decode
+/// with it.
+fn tile_rows8<A>(
+    rows8: Rows8<A>,
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[A],
+    per_row: usize,
+    outs: &mut [&mut [f32]],
+) {
+    let n = outs.len();
+    let rows = outs.first().map_or(0, |o| o.len());
+    let act = |b: usize| &acts[b * per_row..(b + 1) * per_row];
+    for r0 in (0..rows).step_by(8) {
+        let count_rows = (rows - r0).min(8);
+        let wr = &w[r0 * row_bytes..];
+        for b0 in (0..n).step_by(4) {
+            let count = (n - b0).min(4);
+            // Unused places repeat the last real row; the kernel ignores them.
+            let a4 = [0, 1, 2, 3].map(|i| act(b0 + i.min(count - 1)));
+            let y = rows8(wr, row_bytes, count_rows, a4, count);
+            for (out, yb) in outs[b0..b0 + count].iter_mut().zip(&y) {
+                out[r0..r0 + count_rows].copy_from_slice(&yb[..count_rows]);
             }
         }
     }

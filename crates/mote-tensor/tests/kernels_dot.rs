@@ -297,6 +297,87 @@ fn gemm_kernels_match_scalar() {
     }
 }
 
+/// The decoding kernels (`Dot::rows8`): eight weight rows × one to four activation rows
+/// must have the bits of their definition (`scalar::rows8_row`) for every row, whatever
+/// the number of rows and activation rows in the call, on realistic (inexact) data too;
+/// against the one-row dot they agree exactly on exact data, to rounding otherwise.
+#[test]
+fn rows8_kernels_match_their_definition_bit_for_bit() {
+    use mote_tensor::kernels::scalar;
+    let mut rng = Rng::new(8);
+    let s = &scalar::KERNELS;
+    let mut checked = 0;
+    for k in tables().into_iter().skip(1) {
+        for dtype in [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q8_0,
+        ] {
+            let (Plan::Q8(fast), Plan::Q8(slow)) = (k.plan(dtype), s.plan(dtype)) else {
+                panic!("{dtype}: not a Q8 plan");
+            };
+            let Some(rows8) = fast.rows8 else {
+                continue;
+            };
+            for exact in [true, false] {
+                for (rows, nb, pad) in [(8, 1, 0), (5, 3, 1), (8, 7, 0), (3, 20, 2), (1, 2, 0)] {
+                    let cols = nb * dtype.block_len();
+                    let used = dtype.block_bytes() * nb;
+                    // Rows `pad` blocks apart beyond their length: strided reads.
+                    let rb = used + pad * dtype.block_bytes();
+                    let w = random_weights(
+                        &mut rng,
+                        dtype,
+                        rows * (cols + pad * dtype.block_len()),
+                        exact,
+                    );
+                    let acts: Vec<Vec<BlockQ8>> =
+                        (0..4).map(|_| random_q8(&mut rng, nb, exact)).collect();
+                    let a4 = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
+                    for count in 1..=4 {
+                        let ctx = format!(
+                            "{} {dtype} rows8 rows={rows} blocks={nb} acts={count} exact={exact}",
+                            k.path
+                        );
+                        let got = rows8(&w, rb, rows, a4, count);
+                        for (b, gb) in got.iter().enumerate() {
+                            for (r, &g) in gb.iter().enumerate() {
+                                if b >= count {
+                                    assert_eq!(g, 0.0, "{ctx}: unused output {b} {r}");
+                                    continue;
+                                }
+                                if r >= rows {
+                                    continue;
+                                }
+                                let wr = &w[r * rb..r * rb + used];
+                                let want = scalar::rows8_row(dtype, wr, a4[b]).unwrap();
+                                assert_eq!(want.to_bits(), g.to_bits(), "{ctx}: row {r} act {b}");
+                                let wf = dequantize_with_scalar(dtype, wr, cols);
+                                let (_, mag) = dot64(&wf, &dequantize_q8(a4[b]));
+                                compare((slow.one)(wr, a4[b]), g, mag, exact, &ctx);
+                                checked += 1;
+                            }
+                        }
+                    }
+                    // Too short a weight slice gives zeros, not a read out of bounds.
+                    let got = rows8(&w[..rb * (rows - 1) + used - 1], rb, rows, a4, 4);
+                    assert!(
+                        got.iter().flatten().all(|&v| v == 0.0),
+                        "{dtype}: short slice"
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        assert!(checked > 0, "no rows8 kernel was tested");
+    }
+    let _ = checked;
+}
+
 /// The k-quant batch kernels on unpacked weight rows (`Kernels::gemm_k`): eight weight
 /// rows × four activation rows must have the same bits as the path's own one-row kernel
 /// and as the scalar twin (`scalar::gemm_k`), with realistic (inexact) data too: they

@@ -55,6 +55,7 @@ macro_rules! neon_dot {
             two,
             four,
             gemm: None,
+            rows8: None,
         }
     }};
 }

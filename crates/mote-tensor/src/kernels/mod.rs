@@ -22,6 +22,8 @@ mod x86_avx2;
 mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 mod x86_gemm_k;
+#[cfg(target_arch = "x86_64")]
+mod x86_rows8;
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -148,7 +150,18 @@ pub struct Dot<A: 'static> {
     /// For batches: four weight rows of an [`Unpacked`] tile times four activation rows,
     /// where this path has such a kernel (legacy block types on x86).
     pub gemm: Option<Gemm<A>>,
+    /// For decoding (fewer activation rows than a batch kernel pays off for): eight
+    /// weight rows times up to four activation rows, where this path has such a kernel
+    /// (legacy block types on x86). Not ggml's float order, but one that does not depend
+    /// on the number of activation rows; [`scalar::rows8_row`] defines it.
+    pub rows8: Option<Rows8<A>>,
 }
+
+/// `rows8(w, row_bytes, rows, acts, count)[b][r]`: weight row `r` (of `rows ≤ 8`, starting
+/// `row_bytes` apart at `w`) times `acts[b]`, for the first `count ≤ 4` activation rows
+/// (the others are ignored, and their outputs are zero; outputs of rows past `rows` are
+/// meaningless). A weight slice too short for the rows gives all zeros.
+pub type Rows8<A> = fn(&[u8], usize, usize, [&[A]; 4], usize) -> [[f32; 8]; 4];
 
 /// `gemm(tile, g, acts)[r][b]`: row `4g + r` of `tile` times `acts[b]`, over the tile's
 /// blocks (every activation row must hold at least that many).
@@ -529,7 +542,7 @@ pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
 /// 16 bytes of 4-bit pairs → 32 values: low nibbles first, then high ones (ggml's
 /// order), eight bytes at a time.
 #[inline(always)]
-fn split_nibbles(qs: &[u8], u: &mut [u8]) {
+pub(crate) fn split_nibbles(qs: &[u8], u: &mut [u8]) {
     for half in 0..2 {
         let mut x = [0u8; 8];
         x.copy_from_slice(&qs[8 * half..8 * half + 8]);
@@ -542,7 +555,7 @@ fn split_nibbles(qs: &[u8], u: &mut [u8]) {
 
 /// ORs bit `j` of the 32-bit `qh` into bit 4 of value `j` (Q5_0/Q5_1's fifth bits).
 #[inline(always)]
-fn add_fifth_bits(qh: &[u8], u: &mut [u8]) {
+pub(crate) fn add_fifth_bits(qh: &[u8], u: &mut [u8]) {
     let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
     for (j, v) in u.iter_mut().enumerate() {
         *v |= (((qh >> j) & 1) as u8) << 4;

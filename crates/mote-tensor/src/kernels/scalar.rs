@@ -17,6 +17,7 @@ macro_rules! dot {
             two: |w, a| [$one(w, a[0]), $one(w, a[1])],
             four: |w, a| [$one(w, a[0]), $one(w, a[1]), $one(w, a[2]), $one(w, a[3])],
             gemm: None,
+            rows8: None,
         }
     };
 }
@@ -38,6 +39,34 @@ pub const KERNELS: Kernels = Kernels {
     q6_k: dot!(dot_q6_k),
     gemm_k: None,
 };
+
+/// The definition of the decoding kernels ([`Dot::rows8`]) for one weight row of a
+/// legacy type: per block the exact integer dot, then `acc = fma(dot, d_w · d_a, acc)`
+/// and, for Q4_1 and Q5_1, `macc = fma(m_w, s_a, macc)`; the result is `acc + macc`.
+/// `None` for other types. (A test reference: no table uses it, since `mul_add` is a
+/// library call where the CPU has no FMA.)
+pub fn rows8_row(dtype: DType, w: &[u8], a: &[BlockQ8]) -> Option<f32> {
+    let nb = a.len().min(w.len() / dtype.block_bytes().max(1));
+    let mut t = Unpacked::default();
+    if !t.fill(dtype, w, w.len(), 1, nb) {
+        return None;
+    }
+    let (mut acc, mut macc) = (0f32, 0f32);
+    for (k, y) in a[..nb].iter().enumerate() {
+        // One row: block k sits in lane 0 of slot 4k (see `Unpacked`).
+        let at = 4 * k;
+        let dot: i32 = t.u[at * 32..at * 32 + 32]
+            .iter()
+            .zip(&y.qs)
+            .map(|(&u, &q)| (u as i32 - t.offset as i32) * q as i32)
+            .sum();
+        acc = (dot as f32).mul_add(t.d[at] * y.d, acc);
+        if t.has_min {
+            macc = t.m[at].mul_add(y.s, macc);
+        }
+    }
+    Some(if t.has_min { acc + macc } else { acc })
+}
 
 /// Sums `terms` with eight partial sums, so that the compiler can vectorise it and the
 /// rounding error grows more slowly than with one running sum.

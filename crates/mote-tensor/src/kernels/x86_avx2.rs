@@ -13,6 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::x86_gemm_k::simd_gemm_k;
+use super::x86_rows8::simd_rows8;
 use super::{
     unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels, Unpacked,
 };
@@ -52,6 +53,7 @@ macro_rules! simd_dot {
             two,
             four,
             gemm: None,
+            rows8: None,
         }
     }};
 }
@@ -126,21 +128,28 @@ pub(super) fn kernels() -> Option<Kernels> {
         // Q8_0's unsigned bytes reach 255, which `vpmaddubsw` could saturate: no gemm.
         q4_0: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q4_0)),
             ..simd_dot!("avx2,fma,f16c", q4_0::<false>, BlockQ8, 18)
         },
         q4_1: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q4_1)),
             ..simd_dot!("avx2,fma,f16c", q4_1::<false>, BlockQ8, 20)
         },
         q5_0: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q5_0)),
             ..simd_dot!("avx2,fma,f16c", q5_0::<false>, BlockQ8, 22)
         },
         q5_1: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q5_1)),
             ..simd_dot!("avx2,fma,f16c", q5_1::<false>, BlockQ8, 24)
         },
-        q8_0: simd_dot!("avx2,fma,f16c", q8_0::<false>, BlockQ8, 34),
+        q8_0: Dot {
+            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q8_0)),
+            ..simd_dot!("avx2,fma,f16c", q8_0::<false>, BlockQ8, 34)
+        },
         q2_k: simd_dot!("avx2,fma,f16c", q2_k::<false>, BlockQ8K, 84),
         q3_k: simd_dot!("avx2,fma,f16c", q3_k::<false>, BlockQ8K, 110),
         q4_k: simd_dot!("avx2,fma,f16c", q4_k::<false>, BlockQ8K, 144),
@@ -248,13 +257,13 @@ pub(super) unsafe fn dot_us_scaled_acc<const VNNI: bool>(
 // closures get no `#[inline(always)]`, and one left out of line would turn every
 // intrinsic inside it into a call.
 
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
+pub(super) const Q4_0: u8 = 0;
+pub(super) const Q4_1: u8 = 1;
+pub(super) const Q5_0: u8 = 2;
+pub(super) const Q5_1: u8 = 3;
+pub(super) const Q8_0: u8 = 4;
 
-const fn legacy_block_bytes(kind: u8) -> usize {
+pub(super) const fn legacy_block_bytes(kind: u8) -> usize {
     match kind {
         Q4_0 => 18,
         Q4_1 => 20,
@@ -265,7 +274,7 @@ const fn legacy_block_bytes(kind: u8) -> usize {
 }
 
 /// Whether the decoded weights are signed (else unsigned with an offset `m`).
-const fn legacy_signed(kind: u8) -> bool {
+pub(super) const fn legacy_signed(kind: u8) -> bool {
     !matches!(kind, Q4_1 | Q5_1)
 }
 

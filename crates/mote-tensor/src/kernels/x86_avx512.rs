@@ -11,7 +11,9 @@ use std::arch::x86_64::*;
 use super::x86_avx2::{
     gemm_q8, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, simd_dot, simd_gemm,
 };
+use super::x86_avx2::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use super::x86_gemm_k::simd_gemm_k;
+use super::x86_rows8::simd_rows8;
 use super::{BlockQ8, BlockQ8K, Dot, KernelPath, Kernels, Unpacked};
 
 pub(super) fn kernels() -> Option<Kernels> {
@@ -53,6 +55,11 @@ pub(super) fn kernels() -> Option<Kernels> {
                 true,
                 4
             )),
+            rows8: Some(simd_rows8!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                Q4_0
+            )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
                 q4_0::<true>,
@@ -65,6 +72,11 @@ pub(super) fn kernels() -> Option<Kernels> {
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
                 true,
                 4
+            )),
+            rows8: Some(simd_rows8!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                Q4_1
             )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
@@ -79,6 +91,11 @@ pub(super) fn kernels() -> Option<Kernels> {
                 true,
                 4
             )),
+            rows8: Some(simd_rows8!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                Q5_0
+            )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
                 q5_0::<true>,
@@ -92,6 +109,11 @@ pub(super) fn kernels() -> Option<Kernels> {
                 true,
                 4
             )),
+            rows8: Some(simd_rows8!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                Q5_1
+            )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
                 q5_1::<true>,
@@ -104,6 +126,11 @@ pub(super) fn kernels() -> Option<Kernels> {
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
                 true,
                 4
+            )),
+            rows8: Some(simd_rows8!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                true,
+                Q8_0
             )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
