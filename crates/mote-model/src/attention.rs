@@ -62,19 +62,22 @@ struct SeqView<'a> {
     start: usize,
 }
 
-/// One task: tokens `t0..t1` of sequence `seq`, writing into `out`.
-struct Task<'a> {
+/// One task: tokens `t0..t1` of sequence `seq`, K/V heads `heads`, writing into
+/// `outs[out]` (shared by the tasks that split one query block's heads).
+struct Task {
     seq: usize,
     t0: usize,
     t1: usize,
-    out: Mutex<&'a mut [f32]>,
+    heads: std::ops::Range<usize>,
+    out: usize,
 }
 
 /// Computes attention for every sequence in `seqs`.
 pub fn attend(p: &AttnParams, seqs: &mut [SeqAttn]) {
     let hv = p.n_head * p.head_dim_v;
     let mut views = Vec::with_capacity(seqs.len());
-    let mut tasks = Vec::new();
+    let mut blocks = Vec::new();
+    let mut outs = Vec::new();
     let mut pairs = 0usize;
     for (i, s) in seqs.iter_mut().enumerate() {
         pairs += s.n * (s.start + s.n) * p.n_head;
@@ -86,11 +89,31 @@ pub fn attend(p: &AttnParams, seqs: &mut [SeqAttn]) {
         });
         for (b, out) in s.out.chunks_mut(QUERY_BLOCK * hv).enumerate() {
             let t0 = b * QUERY_BLOCK;
+            blocks.push((i, t0, t0 + out.len() / hv));
+            outs.push(Mutex::new(out));
+        }
+    }
+    // Decoding gives one query block per sequence, fewer than the threads: split the
+    // K/V heads of each block over tasks too (heads are independent, so every result
+    // keeps its bits); one sequence's attention at a few hundred positions otherwise
+    // ran on one thread for a fifth of a decode step.
+    let threads = parallel::global().threads();
+    let per_block = if blocks.len() < 2 * threads {
+        p.n_head_kv.min((2 * threads).div_ceil(blocks.len().max(1)))
+    } else {
+        1
+    };
+    let heads_each = p.n_head_kv.div_ceil(per_block.max(1)).max(1);
+    let mut tasks = Vec::with_capacity(blocks.len() * per_block);
+    for (out, &(seq, t0, t1)) in blocks.iter().enumerate() {
+        for g0 in (0..p.n_head_kv).step_by(heads_each) {
+            let heads = g0..(g0 + heads_each).min(p.n_head_kv);
             tasks.push(Task {
-                seq: i,
+                seq,
                 t0,
-                t1: t0 + out.len() / hv,
-                out: Mutex::new(out),
+                t1,
+                heads,
+                out,
             });
         }
     }
@@ -99,14 +122,15 @@ pub fn attend(p: &AttnParams, seqs: &mut [SeqAttn]) {
     let kernels = Kernels::active();
     let run = |i: usize| {
         let task = &tasks[i];
-        let mut out = task.out.lock().unwrap_or_else(|e| e.into_inner());
+        let out = &outs[task.out];
         SCRATCH.with(|sc| {
             let mut sc = sc.borrow_mut();
             let view = &views[task.seq];
+            let span = (task.t0, task.t1, task.heads.clone());
             if ggml_order_applies(p, view.cache) {
-                attend_block_ggml(p, view, task.t0, task.t1, &mut out, &mut sc);
+                attend_block_ggml(p, view, span, out, &mut sc);
             } else {
-                attend_block(p, kernels, view, task.t0, task.t1, &mut out, &mut sc);
+                attend_block(p, kernels, view, span, out, &mut sc);
             }
         });
     };
@@ -204,9 +228,8 @@ fn ggml_order_applies(p: &AttnParams, cache: &KvCache) -> bool {
 fn attend_block_ggml(
     p: &AttnParams,
     s: &SeqView,
-    t0: usize,
-    t1: usize,
-    out: &mut [f32],
+    (t0, t1, heads): (usize, usize, std::ops::Range<usize>),
+    out: &Mutex<&mut [f32]>,
     sc: &mut Scratch,
 ) {
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
@@ -236,7 +259,8 @@ fn attend_block_ggml(
     sc.s.resize(rows * span, 0.0);
     sc.k.resize(span * dk, 0.0);
     sc.v.resize(4 * span, 0.0);
-    for g in 0..p.n_head_kv {
+    sc.acc.resize(rows * dv, 0.0);
+    for g in heads {
         for (r, qr) in sc.q.chunks_exact_mut(dk).enumerate() {
             let (t, j) = (t0 + r / group, r % group);
             let h = g * group + j;
@@ -306,26 +330,29 @@ fn attend_block_ggml(
                 let vs: [&[f32]; 4] = std::array::from_fn(|i| &sc.v[i * span + c0..i * span + c1]);
                 let tile = dot16_tile(ws, vs, c1 - c0);
                 for (i, &r) in rr.iter().enumerate().take(rows - r0) {
-                    let (t, j) = (r / group, r % group);
-                    let o = &mut out[(t * p.n_head + g * group + j) * dv..][..dv];
+                    let o = &mut sc.acc[r * dv..][..dv];
                     for (x, &d) in tile[i].iter().zip(&dd).take(dv - d0) {
                         o[d] = *x;
                     }
                 }
             }
         }
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        for (r, o) in sc.acc.chunks_exact(dv).take(rows).enumerate() {
+            let (t, j) = (r / group, r % group);
+            out[(t * p.n_head + g * group + j) * dv..][..dv].copy_from_slice(o);
+        }
     }
 }
 
-/// Attention of tokens `t0..t1` of `s`, all heads; `out` holds their
-/// `(t1 - t0) * n_head * head_dim_v` outputs.
+/// Attention of tokens `t0..t1` of `s`, K/V heads `heads` (and their query heads);
+/// `out` holds all heads' `(t1 - t0) * n_head * head_dim_v` outputs.
 fn attend_block(
     p: &AttnParams,
     kernels: &Kernels,
     s: &SeqView,
-    t0: usize,
-    t1: usize,
-    out: &mut [f32],
+    (t0, t1, heads): (usize, usize, std::ops::Range<usize>),
+    out: &Mutex<&mut [f32]>,
     sc: &mut Scratch,
 ) {
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
@@ -344,7 +371,7 @@ fn attend_block(
     sc.max.resize(rows, 0.0);
     sc.sum.resize(rows, 0.0);
     sc.acc.resize(rows * dv, 0.0);
-    for g in 0..p.n_head_kv {
+    for g in heads {
         // Query rows r = (token, head within the group), token-major.
         for (r, qr) in sc.q.chunks_exact_mut(dk).enumerate() {
             let (t, j) = (t0 + r / group, r % group);
@@ -466,6 +493,7 @@ fn attend_block(
                 }
             }
         }
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
         for r in 0..rows {
             let (t, j) = (r / group, r % group);
             let h = g * group + j;
