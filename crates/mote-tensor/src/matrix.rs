@@ -275,11 +275,14 @@ pub fn matmul_many_using(
                 }
                 _ => tile(dot, w, row_bytes, q8, q8_row, &mut outs),
             },
-            Plan::Q8K(dot) => match kernels.gemm_k {
-                Some(gemm) if outs.len() >= GEMM_MIN_INPUTS && has_gemm_k(m.dtype) => {
+            Plan::Q8K(dot) => match (kernels.gemm_k, dot.rows8) {
+                (Some(gemm), _) if outs.len() >= GEMM_MIN_INPUTS && has_gemm_k(m.dtype) => {
                     let layout = (m.dtype, row_bytes, q8k_row);
                     let mut unpacked = KQuantTile(gemm, UnpackedK::default());
                     tile_unpacked(&mut unpacked, dot, layout, w, q8k, &mut outs)
+                }
+                (_, Some(rows8)) if outs.len() < GEMM_MIN_INPUTS => {
+                    tile_rows8(rows8, w, row_bytes, q8k, q8k_row, &mut outs)
                 }
                 _ => tile(dot, w, row_bytes, q8k, q8k_row, &mut outs),
             },
@@ -428,9 +431,12 @@ fn tile_rows8<A>(
 }
 
 /// From this many activation rows on, legacy-type weights are unpacked once per
-/// [`GEMM_ROWS`] rows and multiplied with [`Dot::gemm`]; below it the unpacking would
-/// cost more than decoding every block once per four activation rows.
-const GEMM_MIN_INPUTS: usize = 16;
+/// [`GEMM_ROWS`] rows and multiplied with [`Dot::gemm`] (Q4_K/Q6_K with
+/// [`Kernels::gemm_k`]); below it the unpacking would cost more than it saves, and
+/// types with a [`Dot::rows8`] kernel take that one (so a product's results for one
+/// activation row follow [`Dot::rows8`]'s definition below this size, [`Dot::one`]'s
+/// from it on).
+pub const GEMM_MIN_INPUTS: usize = 16;
 
 /// Weight rows unpacked at a time (about 20 KiB at 640 columns): they stay in L1 while
 /// every activation row passes by.

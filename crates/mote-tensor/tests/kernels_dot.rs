@@ -4,7 +4,9 @@
 mod kernels_support;
 
 use kernels_support::*;
-use mote_tensor::kernels::{quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Kernels, Plan, QK_K};
+use mote_tensor::kernels::{
+    quantize_q8, quantize_q8k, BlockQ8, BlockQ8K, Dot, Kernels, Plan, QK_K,
+};
 use mote_tensor::DType;
 
 /// Block counts per row to try: one block, a few, and an odd count past the unroll.
@@ -298,9 +300,10 @@ fn gemm_kernels_match_scalar() {
 }
 
 /// The decoding kernels (`Dot::rows8`): eight weight rows × one to four activation rows
-/// must have the bits of their definition (`scalar::rows8_row`) for every row, whatever
-/// the number of rows and activation rows in the call, on realistic (inexact) data too;
-/// against the one-row dot they agree exactly on exact data, to rounding otherwise.
+/// must have the bits of their definition (`scalar::rows8_row`, `rows8_row_k`) for
+/// every row, whatever the number of rows and activation rows in the call, on realistic
+/// (inexact) data too; against the one-row dot they agree exactly on exact data, to
+/// rounding otherwise.
 #[test]
 fn rows8_kernels_match_their_definition_bit_for_bit() {
     use mote_tensor::kernels::scalar;
@@ -314,61 +317,28 @@ fn rows8_kernels_match_their_definition_bit_for_bit() {
             DType::Q5_0,
             DType::Q5_1,
             DType::Q8_0,
+            DType::Q4_K,
+            DType::Q5_K,
         ] {
-            let (Plan::Q8(fast), Plan::Q8(slow)) = (k.plan(dtype), s.plan(dtype)) else {
-                panic!("{dtype}: not a Q8 plan");
+            checked += match (k.plan(dtype), s.plan(dtype)) {
+                (Plan::Q8(fast), Plan::Q8(slow)) => check_rows8(
+                    &format!("{} {dtype}", k.path),
+                    (dtype, fast, slow),
+                    |dt, w, a| scalar::rows8_row(dt, w, a),
+                    |rng, nb, exact| random_q8(rng, nb, exact),
+                    dequantize_q8,
+                    &mut rng,
+                ),
+                (Plan::Q8K(fast), Plan::Q8K(slow)) => check_rows8(
+                    &format!("{} {dtype}", k.path),
+                    (dtype, fast, slow),
+                    |dt, w, a| scalar::rows8_row_k(dt, w, a),
+                    |rng, nb, exact| random_q8k(rng, nb, exact),
+                    dequantize_q8k,
+                    &mut rng,
+                ),
+                _ => panic!("{dtype}: plans differ between tables"),
             };
-            let Some(rows8) = fast.rows8 else {
-                continue;
-            };
-            for exact in [true, false] {
-                for (rows, nb, pad) in [(8, 1, 0), (5, 3, 1), (8, 7, 0), (3, 20, 2), (1, 2, 0)] {
-                    let cols = nb * dtype.block_len();
-                    let used = dtype.block_bytes() * nb;
-                    // Rows `pad` blocks apart beyond their length: strided reads.
-                    let rb = used + pad * dtype.block_bytes();
-                    let w = random_weights(
-                        &mut rng,
-                        dtype,
-                        rows * (cols + pad * dtype.block_len()),
-                        exact,
-                    );
-                    let acts: Vec<Vec<BlockQ8>> =
-                        (0..4).map(|_| random_q8(&mut rng, nb, exact)).collect();
-                    let a4 = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
-                    for count in 1..=4 {
-                        let ctx = format!(
-                            "{} {dtype} rows8 rows={rows} blocks={nb} acts={count} exact={exact}",
-                            k.path
-                        );
-                        let got = rows8(&w, rb, rows, a4, count);
-                        for (b, gb) in got.iter().enumerate() {
-                            for (r, &g) in gb.iter().enumerate() {
-                                if b >= count {
-                                    assert_eq!(g, 0.0, "{ctx}: unused output {b} {r}");
-                                    continue;
-                                }
-                                if r >= rows {
-                                    continue;
-                                }
-                                let wr = &w[r * rb..r * rb + used];
-                                let want = scalar::rows8_row(dtype, wr, a4[b]).unwrap();
-                                assert_eq!(want.to_bits(), g.to_bits(), "{ctx}: row {r} act {b}");
-                                let wf = dequantize_with_scalar(dtype, wr, cols);
-                                let (_, mag) = dot64(&wf, &dequantize_q8(a4[b]));
-                                compare((slow.one)(wr, a4[b]), g, mag, exact, &ctx);
-                                checked += 1;
-                            }
-                        }
-                    }
-                    // Too short a weight slice gives zeros, not a read out of bounds.
-                    let got = rows8(&w[..rb * (rows - 1) + used - 1], rb, rows, a4, 4);
-                    assert!(
-                        got.iter().flatten().all(|&v| v == 0.0),
-                        "{dtype}: short slice"
-                    );
-                }
-            }
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -376,6 +346,64 @@ fn rows8_kernels_match_their_definition_bit_for_bit() {
         assert!(checked > 0, "no rows8 kernel was tested");
     }
     let _ = checked;
+}
+
+/// [`rows8_kernels_match_their_definition_bit_for_bit`] for one type and path; returns
+/// how many results it checked (0 when the path has no such kernel).
+fn check_rows8<A>(
+    path: &str,
+    (dtype, fast, slow): (DType, Dot<A>, Dot<A>),
+    definition: impl Fn(DType, &[u8], &[A]) -> Option<f32>,
+    mut random_acts: impl FnMut(&mut Rng, usize, bool) -> Vec<A>,
+    dequantize: fn(&[A]) -> Vec<f32>,
+    rng: &mut Rng,
+) -> usize {
+    let Some(rows8) = fast.rows8 else {
+        return 0;
+    };
+    let mut checked = 0;
+    let (len, size) = dtype.block();
+    for exact in [true, false] {
+        for (rows, nb, pad) in [(8, 1, 0), (5, 3, 1), (8, 7, 0), (3, 20, 2), (1, 2, 0)] {
+            let cols = nb * len;
+            let used = size * nb;
+            // Rows `pad` blocks apart beyond their length: strided reads.
+            let rb = used + pad * size;
+            let w = random_weights(rng, dtype, rows * (cols + pad * len), exact);
+            let acts: Vec<Vec<A>> = (0..4).map(|_| random_acts(rng, nb, exact)).collect();
+            let a4 = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
+            for count in 1..=4 {
+                let ctx =
+                    format!("{path} rows8 rows={rows} blocks={nb} acts={count} exact={exact}");
+                let got = rows8(&w, rb, rows, a4, count);
+                for (b, gb) in got.iter().enumerate() {
+                    for (r, &g) in gb.iter().enumerate() {
+                        if b >= count {
+                            assert_eq!(g, 0.0, "{ctx}: unused output {b} {r}");
+                            continue;
+                        }
+                        if r >= rows {
+                            continue;
+                        }
+                        let wr = &w[r * rb..r * rb + used];
+                        let want = definition(dtype, wr, a4[b]).expect("a rows8 type");
+                        assert_eq!(want.to_bits(), g.to_bits(), "{ctx}: row {r} act {b}");
+                        let wf = dequantize_with_scalar(dtype, wr, cols);
+                        let (_, mag) = dot64(&wf, &dequantize(a4[b]));
+                        compare((slow.one)(wr, a4[b]), g, mag, exact, &ctx);
+                        checked += 1;
+                    }
+                }
+            }
+            // Too short a weight slice gives zeros, not a read out of bounds.
+            let got = rows8(&w[..rb * (rows - 1) + used - 1], rb, rows, a4, 4);
+            assert!(
+                got.iter().flatten().all(|&v| v == 0.0),
+                "{path}: short slice"
+            );
+        }
+    }
+    checked
 }
 
 /// The k-quant batch kernels on unpacked weight rows (`Kernels::gemm_k`): eight weight

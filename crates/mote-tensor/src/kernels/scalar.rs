@@ -68,6 +68,25 @@ pub fn rows8_row(dtype: DType, w: &[u8], a: &[BlockQ8]) -> Option<f32> {
     Some(if t.has_min { acc + macc } else { acc })
 }
 
+/// [`rows8_row`] for Q4_K and Q5_K: per super-block the exact integer sums of
+/// [`q4_k_sums`] / [`q5_k_sums`], then `acc = fma(sum, d · d_a, acc)` and
+/// `macc = fma(mins, dmin · d_a, macc)`; the result is `acc − macc`. `None` for other
+/// types.
+pub fn rows8_row_k(dtype: DType, w: &[u8], a: &[BlockQ8K]) -> Option<f32> {
+    let (bb, sums): (usize, fn(&[u8], &BlockQ8K) -> (i32, i32)) = match dtype {
+        DType::Q4_K => (144, q4_k_sums),
+        DType::Q5_K => (176, q5_k_sums),
+        _ => return None,
+    };
+    let (mut acc, mut macc) = (0f32, 0f32);
+    for (b, y) in w.chunks_exact(bb).zip(a) {
+        let (s, mins) = sums(b, y);
+        acc = (s as f32).mul_add(f16_at(b, 0) * y.d, acc);
+        macc = (mins as f32).mul_add(f16_at(b, 2) * y.d, macc);
+    }
+    Some(acc - macc)
+}
+
 /// Sums `terms` with eight partial sums, so that the compiler can vectorise it and the
 /// rounding error grows more slowly than with one running sum.
 #[inline]
@@ -324,35 +343,47 @@ pub fn dot_q3_k(w: &[u8], a: &[BlockQ8K]) -> f32 {
 pub fn dot_q4_k(w: &[u8], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (b, y) in w.chunks_exact(144).zip(a) {
-        let (sc, m) = unpack_k4_scales(&b[4..16]);
-        let qs = &b[16..144];
-        let (s, mins) = k4_sums(&sc, &m, y, |g, l| {
-            let byte = qs[32 * (g / 2) + l];
-            if g % 2 == 0 {
-                byte & 15
-            } else {
-                byte >> 4
-            }
-        });
+        let (s, mins) = q4_k_sums(b, y);
         sum += y.d * (f16_at(b, 0) * s as f32 - f16_at(b, 2) * mins as f32);
     }
     sum
+}
+
+/// One Q4_K super-block `b` (144 bytes) with `y`: the exact integer sums of
+/// [`k4_sums`].
+pub fn q4_k_sums(b: &[u8], y: &BlockQ8K) -> (i32, i32) {
+    let (sc, m) = unpack_k4_scales(&b[4..16]);
+    let qs = &b[16..144];
+    k4_sums(&sc, &m, y, |g, l| {
+        let byte = qs[32 * (g / 2) + l];
+        if g % 2 == 0 {
+            byte & 15
+        } else {
+            byte >> 4
+        }
+    })
 }
 
 /// Q5_K: Q4_K plus `qh: [u8; 32]` before `qs`; group g's fifth bit is bit g of `qh[l]`.
 pub fn dot_q5_k(w: &[u8], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (b, y) in w.chunks_exact(176).zip(a) {
-        let (sc, m) = unpack_k4_scales(&b[4..16]);
-        let (qh, qs) = (&b[16..48], &b[48..176]);
-        let (s, mins) = k4_sums(&sc, &m, y, |g, l| {
-            let byte = qs[32 * (g / 2) + l];
-            let low = if g % 2 == 0 { byte & 15 } else { byte >> 4 };
-            low | (((qh[l] >> g) & 1) << 4)
-        });
+        let (s, mins) = q5_k_sums(b, y);
         sum += y.d * (f16_at(b, 0) * s as f32 - f16_at(b, 2) * mins as f32);
     }
     sum
+}
+
+/// One Q5_K super-block `b` (176 bytes) with `y`: the exact integer sums of
+/// [`k4_sums`].
+pub fn q5_k_sums(b: &[u8], y: &BlockQ8K) -> (i32, i32) {
+    let (sc, m) = unpack_k4_scales(&b[4..16]);
+    let (qh, qs) = (&b[16..48], &b[48..176]);
+    k4_sums(&sc, &m, y, |g, l| {
+        let byte = qs[32 * (g / 2) + l];
+        let low = if g % 2 == 0 { byte & 15 } else { byte >> 4 };
+        low | (((qh[l] >> g) & 1) << 4)
+    })
 }
 
 /// `(Σ_g sc[g] · Σ_l q(g, l) · y[32g + l], Σ_g m[g] · Σ y over group g)` for the eight
@@ -378,25 +409,31 @@ fn k4_sums(sc: &[u8; 8], m: &[u8; 8], y: &BlockQ8K, q: impl Fn(usize, usize) -> 
 pub fn dot_q6_k(w: &[u8], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (b, y) in w.chunks_exact(210).zip(a) {
-        let mut s = 0i32;
-        for half in 0..2 {
-            let ql = &b[64 * half..64 * half + 64];
-            let qh = &b[128 + 32 * half..128 + 32 * half + 32];
-            let scales = &b[192 + 8 * half..192 + 8 * half + 8];
-            for k in 0..4 {
-                for part in 0..2 {
-                    let mut gs = 0i32;
-                    for l in 16 * part..16 * part + 16 {
-                        let low = ql[l + 32 * (k % 2)] >> (4 * (k / 2)) & 15;
-                        let high = (qh[l] >> (2 * k)) & 3;
-                        let q = (low | high << 4) as i32 - 32;
-                        gs += q * y.qs[128 * half + 32 * k + l] as i32;
-                    }
-                    s += scales[2 * k + part] as i8 as i32 * gs;
-                }
-            }
-        }
-        sum += f16_at(b, 208) * y.d * s as f32;
+        sum += f16_at(b, 208) * y.d * q6_k_sum(b, y) as f32;
     }
     sum
+}
+
+/// One Q6_K super-block `b` (210 bytes) with `y`: `Σ_g scale[g] · Σ (q − 32) · y` over
+/// the sixteen groups of 16, exactly.
+fn q6_k_sum(b: &[u8], y: &BlockQ8K) -> i32 {
+    let mut s = 0i32;
+    for half in 0..2 {
+        let ql = &b[64 * half..64 * half + 64];
+        let qh = &b[128 + 32 * half..128 + 32 * half + 32];
+        let scales = &b[192 + 8 * half..192 + 8 * half + 8];
+        for k in 0..4 {
+            for part in 0..2 {
+                let mut gs = 0i32;
+                for l in 16 * part..16 * part + 16 {
+                    let low = ql[l + 32 * (k % 2)] >> (4 * (k / 2)) & 15;
+                    let high = (qh[l] >> (2 * k)) & 3;
+                    let q = (low | high << 4) as i32 - 32;
+                    gs += q * y.qs[128 * half + 32 * k + l] as i32;
+                }
+                s += scales[2 * k + part] as i8 as i32 * gs;
+            }
+        }
+    }
+    s
 }

@@ -128,32 +128,40 @@ pub(super) fn kernels() -> Option<Kernels> {
         // Q8_0's unsigned bytes reach 255, which `vpmaddubsw` could saturate: no gemm.
         q4_0: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
-            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q4_0)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", legacy_rows8[false, {Q4_0}], BlockQ8, 18)),
             ..simd_dot!("avx2,fma,f16c", q4_0::<false>, BlockQ8, 18)
         },
         q4_1: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
-            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q4_1)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", legacy_rows8[false, {Q4_1}], BlockQ8, 20)),
             ..simd_dot!("avx2,fma,f16c", q4_1::<false>, BlockQ8, 20)
         },
         q5_0: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
-            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q5_0)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", legacy_rows8[false, {Q5_0}], BlockQ8, 22)),
             ..simd_dot!("avx2,fma,f16c", q5_0::<false>, BlockQ8, 22)
         },
         q5_1: Dot {
             gemm: Some(simd_gemm!("avx2,fma,f16c", false, 2)),
-            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q5_1)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", legacy_rows8[false, {Q5_1}], BlockQ8, 24)),
             ..simd_dot!("avx2,fma,f16c", q5_1::<false>, BlockQ8, 24)
         },
         q8_0: Dot {
-            rows8: Some(simd_rows8!("avx2,fma,f16c", false, Q8_0)),
+            rows8: Some(simd_rows8!("avx2,fma,f16c", legacy_rows8[false, {Q8_0}], BlockQ8, 34)),
             ..simd_dot!("avx2,fma,f16c", q8_0::<false>, BlockQ8, 34)
         },
         q2_k: simd_dot!("avx2,fma,f16c", q2_k::<false>, BlockQ8K, 84),
         q3_k: simd_dot!("avx2,fma,f16c", q3_k::<false>, BlockQ8K, 110),
-        q4_k: simd_dot!("avx2,fma,f16c", q4_k::<false>, BlockQ8K, 144),
-        q5_k: simd_dot!("avx2,fma,f16c", q5_k::<false>, BlockQ8K, 176),
+        q4_k: Dot {
+            rows8: Some(simd_rows8!("avx2,fma,f16c", k4_rows8[false, false], BlockQ8K, 144)),
+            ..simd_dot!("avx2,fma,f16c", q4_k::<false>, BlockQ8K, 144)
+        },
+        q5_k: Dot {
+            rows8: Some(simd_rows8!("avx2,fma,f16c", k4_rows8[false, true], BlockQ8K, 176)),
+            ..simd_dot!("avx2,fma,f16c", q5_k::<false>, BlockQ8K, 176)
+        },
+        // Q6_K's decoding is no faster eight rows at a time (its bit planes cost more
+        // to assemble than the one-row kernel's shuffles): no rows8.
         q6_k: simd_dot!("avx2,fma,f16c", q6_k::<false>, BlockQ8K, 210),
         gemm_k: Some(simd_gemm_k!("avx2,fma,f16c", false)),
     })

@@ -57,8 +57,9 @@ pub(super) fn kernels() -> Option<Kernels> {
             )),
             rows8: Some(simd_rows8!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-                true,
-                Q4_0
+                legacy_rows8[true, {Q4_0}],
+                BlockQ8,
+                18
             )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
@@ -75,8 +76,9 @@ pub(super) fn kernels() -> Option<Kernels> {
             )),
             rows8: Some(simd_rows8!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-                true,
-                Q4_1
+                legacy_rows8[true, {Q4_1}],
+                BlockQ8,
+                20
             )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
@@ -93,8 +95,9 @@ pub(super) fn kernels() -> Option<Kernels> {
             )),
             rows8: Some(simd_rows8!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-                true,
-                Q5_0
+                legacy_rows8[true, {Q5_0}],
+                BlockQ8,
+                22
             )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
@@ -111,8 +114,9 @@ pub(super) fn kernels() -> Option<Kernels> {
             )),
             rows8: Some(simd_rows8!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-                true,
-                Q5_1
+                legacy_rows8[true, {Q5_1}],
+                BlockQ8,
+                24
             )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
@@ -129,8 +133,9 @@ pub(super) fn kernels() -> Option<Kernels> {
             )),
             rows8: Some(simd_rows8!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-                true,
-                Q8_0
+                legacy_rows8[true, {Q8_0}],
+                BlockQ8,
+                34
             )),
             ..simd_dot!(
                 "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
@@ -151,18 +156,28 @@ pub(super) fn kernels() -> Option<Kernels> {
             BlockQ8K,
             110
         ),
-        q4_k: simd_dot!(
-            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-            q4_k::<true>,
-            BlockQ8K,
-            144
-        ),
-        q5_k: simd_dot!(
-            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-            q5_k::<true>,
-            BlockQ8K,
-            176
-        ),
+        q4_k: Dot {
+            rows8: Some(
+                simd_rows8!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", k4_rows8[true, false], BlockQ8K, 144),
+            ),
+            ..simd_dot!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                q4_k::<true>,
+                BlockQ8K,
+                144
+            )
+        },
+        q5_k: Dot {
+            rows8: Some(
+                simd_rows8!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", k4_rows8[true, true], BlockQ8K, 176),
+            ),
+            ..simd_dot!(
+                "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                q5_k::<true>,
+                BlockQ8K,
+                176
+            )
+        },
         q6_k: simd_dot!(
             "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
             q6_k::<true>,

@@ -28,23 +28,23 @@ use super::BlockQ8;
 ///
 /// Only expand this after checking at run time that the CPU has `$features`.
 macro_rules! simd_rows8 {
-    ($features:literal, $vnni:literal, $kind:path) => {{
+    ($features:literal, $kernel:ident [$($generics:tt)*], $A:ty, $block_bytes:expr) => {{
         #[target_feature(enable = $features)]
         unsafe fn entry<const B: usize>(
             p: [*const u8; 8],
-            a: [*const BlockQ8; B],
+            a: [*const $A; B],
             nb: usize,
         ) -> [[f32; 8]; B] {
-            $crate::kernels::x86_rows8::rows8::<B, $vnni, { $kind }>(p, a, nb)
+            $crate::kernels::x86_rows8::$kernel::<B, $($generics)*>(p, a, nb)
         }
         fn rows8(
             w: &[u8],
             row_bytes: usize,
             rows: usize,
-            a: [&[BlockQ8]; 4],
+            a: [&[$A]; 4],
             count: usize,
         ) -> [[f32; 8]; 4] {
-            let bb = $crate::kernels::x86_avx2::legacy_block_bytes($kind);
+            let bb: usize = $block_bytes;
             let count = count.min(4);
             let rows = rows.min(8);
             let nb = a[..count]
@@ -54,7 +54,8 @@ macro_rules! simd_rows8 {
                 .unwrap_or(0)
                 .min(row_bytes / bb);
             let mut out = [[0f32; 8]; 4];
-            if rows == 0 || count == 0 || !$crate::kernels::rows_fit(w, row_bytes, rows, nb * bb) {
+            if rows == 0 || count == 0 || !$crate::kernels::rows_fit(w, row_bytes, rows, nb * bb)
+            {
                 return out;
             }
             // Rows past the last real one repeat it (their results are dropped).
@@ -121,7 +122,13 @@ unsafe fn words(p: &[*const u8; 8], off: usize) -> __m256i {
 /// Each row's f16 `d` (bytes 0..2) and `m` (bytes 2..4), widened to f32.
 #[inline(always)]
 unsafe fn scales(p: &[*const u8; 8]) -> (__m256, __m256) {
-    let dm = words(p, 0);
+    scales_at(p, 0)
+}
+
+/// [`scales`] for the two f16 values at bytes `at..at + 4` of each row.
+#[inline(always)]
+unsafe fn scales_at(p: &[*const u8; 8], at: usize) -> (__m256, __m256) {
+    let dm = words(p, at);
     // Per 128-bit half: the four `d`s into bytes 0..8, the four `m`s into bytes 8..16;
     // then the halves' `d` words together in the low 128 bits, the `m` words above.
     let split = _mm256_shuffle_epi8(
@@ -216,7 +223,7 @@ unsafe fn dot_acc<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m
 /// Eight weight rows (block `k` of row `r` at `p[r] + k · block bytes`) times `B`
 /// activation rows, `nb` blocks: `out[b][r]`.
 #[inline(always)]
-pub(super) unsafe fn rows8<const B: usize, const VNNI: bool, const KIND: u8>(
+pub(super) unsafe fn legacy_rows8<const B: usize, const VNNI: bool, const KIND: u8>(
     p: [*const u8; 8],
     a: [*const BlockQ8; B],
     nb: usize,
@@ -279,6 +286,139 @@ pub(super) unsafe fn rows8<const B: usize, const VNNI: bool, const KIND: u8>(
             acc[b]
         };
         _mm256_storeu_ps(out[b].as_mut_ptr(), total);
+    }
+    out
+}
+
+// ---- Q4_K and Q5_K -------------------------------------------------------------------
+
+/// The eight 6-bit scales (or mins) of every row as two vectors, byte `i` of a lane being
+/// the value of group `4h + i` for vector `h`: ggml's `get_scale_min_k4` on eight rows
+/// at once. `first`/`second` are the words holding the low six bits (bytes 0..4 for the
+/// scales, 4..8 for the mins), `high` the word with the upper groups' low four bits
+/// (taken from its low nibbles for the scales, its high nibbles for the mins).
+#[inline(always)]
+unsafe fn k4_six_bits(first: __m256i, high: __m256i) -> [__m256i; 2] {
+    let low6 = _mm256_set1_epi32(0x3f3f_3f3f);
+    let low4 = _mm256_set1_epi32(0x0f0f_0f0f);
+    let low2 = _mm256_set1_epi32(0x0303_0303);
+    let top = _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(first), low2));
+    [
+        _mm256_and_si256(first, low6),
+        _mm256_or_si256(_mm256_and_si256(high, low4), top),
+    ]
+}
+
+/// Byte `i` of every lane as an i32 lane.
+#[inline(always)]
+unsafe fn lane_byte(v: __m256i, i: usize) -> __m256i {
+    _mm256_and_si256(
+        _mm256_srl_epi32(v, _mm_cvtsi32_si128(8 * i as i32)),
+        _mm256_set1_epi32(0xff),
+    )
+}
+
+/// Q4_K (`FIVE = false`) or Q5_K: eight weight rows (super-block `k` of row `r` at
+/// `p[r] + k · block bytes`) times `B` activation rows of Q8_K, `nb` super-blocks:
+/// `out[b][r]`. Per super-block and row the two exact integer sums of
+/// [`super::scalar::q4_k_sums`] / `q5_k_sums` (scaled values, and mins times group
+/// sums), then `acc = fma(sum, d · d_a, acc)` and `macc = fma(mins, dmin · d_a, macc)`;
+/// the result is `acc − macc`.
+#[inline(always)]
+pub(super) unsafe fn k4_rows8<const B: usize, const VNNI: bool, const FIVE: bool>(
+    p: [*const u8; 8],
+    a: [*const super::BlockQ8K; B],
+    nb: usize,
+) -> [[f32; 8]; B] {
+    let bb: usize = if FIVE { 176 } else { 144 };
+    let qs_at = if FIVE { 48 } else { 16 };
+    let low4 = _mm256_set1_epi8(15);
+    let mut acc = [_mm256_setzero_ps(); B];
+    let mut macc = [_mm256_setzero_ps(); B];
+    let mut pk = p;
+    // As in `legacy_rows8`: the next eight rows, ahead, as many bytes per super-block as
+    // one super-block of eight rows takes.
+    let mut ahead = p[7].wrapping_add(p[7].offset_from(p[6]).unsigned_abs());
+    for k in 0..nb {
+        for line in 0..(8 * bb).div_ceil(64) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+        }
+        ahead = ahead.wrapping_add(8 * bb);
+        let (d, dmin) = scales(&pk);
+        let (w0, w1, w2) = (words(&pk, 4), words(&pk, 8), words(&pk, 12));
+        let sc = k4_six_bits(w0, w2);
+        let mn = k4_six_bits(w1, _mm256_srli_epi32::<4>(w2));
+        let mut qh = [_mm256_setzero_si256(); 8];
+        if FIVE {
+            qh[..4].copy_from_slice(&transpose_8x4(&pk, 16));
+            qh[4..].copy_from_slice(&transpose_8x4(&pk, 32));
+        }
+        let mut isum = [_mm256_setzero_si256(); B];
+        let mut imin = [_mm256_setzero_si256(); B];
+        for pair in 0..4 {
+            // Word i of the pair's 32 bytes: bytes l = 4i..4i + 4, whose low nibbles are
+            // values 64·pair + l (group 2·pair) and high nibbles values 64·pair + 32 + l.
+            let mut t = [_mm256_setzero_si256(); 8];
+            t[..4].copy_from_slice(&transpose_8x4(&pk, qs_at + 32 * pair));
+            t[4..].copy_from_slice(&transpose_8x4(&pk, qs_at + 32 * pair + 16));
+            for half in 0..2 {
+                let g = 2 * pair + half;
+                let mut v = [_mm256_setzero_si256(); 8];
+                for (x, &w) in v.iter_mut().zip(&t) {
+                    let w = if half == 0 {
+                        w
+                    } else {
+                        _mm256_srli_epi16::<4>(w)
+                    };
+                    *x = _mm256_and_si256(w, low4);
+                }
+                if FIVE {
+                    // Group g's fifth bit is bit g of qh[l].
+                    for (x, &h) in v.iter_mut().zip(&qh) {
+                        let bit = _mm256_and_si256(
+                            _mm256_srl_epi16(h, _mm_cvtsi32_si128(g as i32)),
+                            _mm256_set1_epi8(1),
+                        );
+                        *x = _mm256_or_si256(*x, _mm256_slli_epi16::<4>(bit));
+                    }
+                }
+                let scale = lane_byte(sc[g / 4], g % 4);
+                let min = lane_byte(mn[g / 4], g % 4);
+                for b in 0..B {
+                    let y = &*a[b].add(k);
+                    let x = (y.qs.as_ptr() as *const i32).add(8 * g);
+                    let mut sums = [_mm256_setzero_si256(); 2];
+                    for (i, &w) in v.iter().enumerate() {
+                        let xi = _mm256_set1_epi32(x.add(i).read_unaligned());
+                        sums[i % 2] = dot_acc::<VNNI>(sums[i % 2], w, xi);
+                    }
+                    let s = _mm256_add_epi32(sums[0], sums[1]);
+                    isum[b] = _mm256_add_epi32(isum[b], _mm256_mullo_epi32(s, scale));
+                    let group = y.bsums[2 * g] as i32 + y.bsums[2 * g + 1] as i32;
+                    imin[b] = _mm256_add_epi32(
+                        imin[b],
+                        _mm256_mullo_epi32(min, _mm256_set1_epi32(group)),
+                    );
+                }
+            }
+        }
+        for b in 0..B {
+            let y = &*a[b].add(k);
+            let da = _mm256_set1_ps(y.d);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[b]), _mm256_mul_ps(d, da), acc[b]);
+            macc[b] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(imin[b]),
+                _mm256_mul_ps(dmin, da),
+                macc[b],
+            );
+        }
+        for r in pk.iter_mut() {
+            *r = r.wrapping_add(bb);
+        }
+    }
+    let mut out = [[0f32; 8]; B];
+    for b in 0..B {
+        _mm256_storeu_ps(out[b].as_mut_ptr(), _mm256_sub_ps(acc[b], macc[b]));
     }
     out
 }
