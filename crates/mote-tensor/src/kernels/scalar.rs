@@ -73,14 +73,18 @@ pub fn rows8_row(dtype: DType, w: &[u8], a: &[BlockQ8]) -> Option<f32> {
 /// `macc = fma(mins, dmin · d_a, macc)`; the result is `acc − macc`. `None` for other
 /// types.
 pub fn rows8_row_k(dtype: DType, w: &[u8], a: &[BlockQ8K]) -> Option<f32> {
-    let (bb, sums): (usize, fn(&[u8], &BlockQ8K) -> (i32, i32)) = match dtype {
-        DType::Q4_K => (144, q4_k_sums),
-        DType::Q5_K => (176, q5_k_sums),
+    let bb = match dtype {
+        DType::Q4_K => 144,
+        DType::Q5_K => 176,
         _ => return None,
     };
     let (mut acc, mut macc) = (0f32, 0f32);
     for (b, y) in w.chunks_exact(bb).zip(a) {
-        let (s, mins) = sums(b, y);
+        let (s, mins) = if bb == 144 {
+            q4_k_sums(b, y)
+        } else {
+            q5_k_sums(b, y)
+        };
         acc = (s as f32).mul_add(f16_at(b, 0) * y.d, acc);
         macc = (mins as f32).mul_add(f16_at(b, 2) * y.d, macc);
     }
