@@ -2,6 +2,7 @@
 # Benchmark mote against llama.cpp on the same GGUF, same threads, same machine, same run.
 # Usage: bench/vs-llamacpp.sh [MODEL] [THREADS_LIST] [PAIRS]
 #   e.g. bench/vs-llamacpp.sh models/SmolLM2-135M-Instruct.Q4_1.gguf 1,2 5
+#   PP=512 TG=128 DEPTH=0 (env): prompt and generation lengths, tokens in the cache first
 # Installs llama-cpp-python (builds llama.cpp, ~5-20 min the first time) into a cached
 # venv, builds mote (release), then runs the two engines alternately PAIRS times per test
 # and prints each run, the medians and the ratio mote / llama.cpp. Not part of the tests.
@@ -10,7 +11,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd); cd "$repo"
 model=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 threads=${2:-1,2}
 pairs=${3:-5}
-pp=${PP:-512}; tg=${TG:-128}
+pp=${PP:-512}; tg=${TG:-128}; depth=${DEPTH:-0}
 venv=${MOTE_BENCH_VENV:-$repo/.cache/bench-venv}
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
   python3 -m venv "$venv"
@@ -24,9 +25,9 @@ for t in "${tlist[@]}"; do
   for i in $(seq "$pairs"); do
     for engine in llama mote; do
       if [ $engine = llama ]; then
-        "$venv/bin/python" bench/llamacpp_bench.py -m "$model" -t "$t" -p "$pp" -n "$tg" >> "$out/runs.jsonl"
+        "$venv/bin/python" bench/llamacpp_bench.py -m "$model" -t "$t" -p "$pp" -n "$tg" -d "$depth" >> "$out/runs.jsonl"
       else
-        "$mote_bin" bench "$model" -t "$t" -p "$pp" -n "$tg" -r 1 -o jsonl >> "$out/runs.jsonl"
+        "$mote_bin" bench "$model" -t "$t" -p "$pp" -n "$tg" -d "$depth" -r 1 -o jsonl >> "$out/runs.jsonl"
       fi
     done
   done

@@ -5,6 +5,8 @@
 //! tg<N>x<S> (`--npl S`, llama-batched-bench's term): S sequences, each with its own
 //! cache, decode N tokens together, one token each per batched forward (what `mote serve
 //! --parallel S` does at every step); reported as aggregate tokens/s over all sequences.
+//! `-d D` (llama-bench's depth) runs every test after D tokens already in the cache
+//! (filled untimed), e.g. `tg128@d2048`: generation deep into a long chat.
 //! Each test runs `-r` times after one untimed warm-up run; we report mean ± sd tokens/s,
 //! plus the model's load time and the process's peak resident memory.
 
@@ -34,6 +36,11 @@ pub struct BenchArgs {
     /// Generated-token counts to test, comma-separated; 0 skips generation.
     #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_values_t = [128])]
     pub n_gen: Vec<usize>,
+
+    /// Tokens already in the cache before each test, comma-separated (llama-bench's -d):
+    /// measures prompt processing and generation deep into a context.
+    #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_values_t = [0])]
+    pub n_depth: Vec<usize>,
 
     /// Parallel sequences for the generation tests, comma-separated (llama-batched-bench's
     /// -npl): each decodes -n tokens in one batched forward per step, all logits computed.
@@ -119,53 +126,64 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             bail!("thread counts must be positive");
         }
         mote_tensor::parallel::set_threads(threads);
-        for &pp in &args.n_prompt {
-            if pp == 0 {
-                continue;
-            }
-            if pp > n_ctx_train {
-                bail!("-p {pp} exceeds the model's context of {n_ctx_train} tokens");
-            }
-            let prompt = bench_tokens(pp, vocab);
-            let mut samples = Vec::new();
-            for rep in 0..=args.repetitions {
-                let mut cache = model.new_cache(pp);
-                let t = Instant::now();
-                model.forward(&prompt, &mut cache, false)?;
-                if rep > 0 {
-                    samples.push(pp as f64 / t.elapsed().as_secs_f64());
+        for &depth in &args.n_depth {
+            let at = |test: String| match depth {
+                0 => test,
+                d => format!("{test}@d{d}"),
+            };
+            let context = bench_tokens(depth, vocab);
+            for &pp in &args.n_prompt {
+                if pp == 0 {
+                    continue;
                 }
-            }
-            rows.push(Row {
-                test: format!("pp{pp}"),
-                threads,
-                samples,
-            });
-        }
-        for &tg in &args.n_gen {
-            if tg == 0 {
-                continue;
-            }
-            if tg + 1 > n_ctx_train {
-                bail!("-n {tg} exceeds the model's context of {n_ctx_train} tokens");
-            }
-            for &npl in &args.npl {
-                if npl == 0 {
-                    bail!("--npl values must be positive");
+                if depth + pp > n_ctx_train {
+                    bail!("-d {depth} -p {pp} exceeds the model's context of {n_ctx_train} tokens");
                 }
+                let prompt = bench_tokens(pp, vocab);
                 let mut samples = Vec::new();
                 for rep in 0..=args.repetitions {
-                    samples.extend(time_generation(&model, tg, npl, vocab)?.filter(|_| rep > 0));
+                    let mut cache = model.new_cache(depth + pp);
+                    if depth > 0 {
+                        model.forward(&context, &mut cache, false)?;
+                    }
+                    let t = Instant::now();
+                    model.forward(&prompt, &mut cache, false)?;
+                    if rep > 0 {
+                        samples.push(pp as f64 / t.elapsed().as_secs_f64());
+                    }
                 }
-                let test = match npl {
-                    1 => format!("tg{tg}"),
-                    _ => format!("tg{tg}x{npl}"),
-                };
                 rows.push(Row {
-                    test,
+                    test: at(format!("pp{pp}")),
                     threads,
                     samples,
                 });
+            }
+            for &tg in &args.n_gen {
+                if tg == 0 {
+                    continue;
+                }
+                if depth + tg + 1 > n_ctx_train {
+                    bail!("-d {depth} -n {tg} exceeds the model's context of {n_ctx_train} tokens");
+                }
+                for &npl in &args.npl {
+                    if npl == 0 {
+                        bail!("--npl values must be positive");
+                    }
+                    let mut samples = Vec::new();
+                    for rep in 0..=args.repetitions {
+                        let run = time_generation(&model, &context, tg, npl, vocab)?;
+                        samples.extend(run.filter(|_| rep > 0));
+                    }
+                    let test = match npl {
+                        1 => format!("tg{tg}"),
+                        _ => format!("tg{tg}x{npl}"),
+                    };
+                    rows.push(Row {
+                        test: at(test),
+                        threads,
+                        samples,
+                    });
+                }
             }
         }
     }
@@ -227,9 +245,23 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 }
 
 /// Aggregate tokens/s of `npl` sequences decoding `tg` tokens each, one batched forward
-/// per step (every sequence's logits computed), after one untimed warm-up token each.
-fn time_generation(model: &Model, tg: usize, npl: usize, vocab: usize) -> Result<Option<f64>> {
-    let mut caches: Vec<_> = (0..npl).map(|_| model.new_cache(tg + 1)).collect();
+/// per step (every sequence's logits computed), after `context` (untimed, in every
+/// sequence's cache) and one untimed warm-up token each.
+fn time_generation(
+    model: &Model,
+    context: &[u32],
+    tg: usize,
+    npl: usize,
+    vocab: usize,
+) -> Result<Option<f64>> {
+    let mut caches: Vec<_> = (0..npl)
+        .map(|_| model.new_cache(context.len() + tg + 1))
+        .collect();
+    if !context.is_empty() {
+        for cache in &mut caches {
+            model.forward(context, cache, false)?;
+        }
+    }
     let mut t = Instant::now();
     for step in 0..=tg {
         if step == 1 {

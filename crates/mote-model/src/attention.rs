@@ -156,7 +156,7 @@ struct Scratch {
     /// llama.cpp-order path).
     v: Vec<f32>,
     half: Vec<half::f16>,
-    /// Keys decoded to f32 (llama.cpp-order path).
+    /// One block of keys decoded to f32 (llama.cpp-order path).
     k: Vec<f32>,
 }
 
@@ -257,7 +257,7 @@ fn attend_block_ggml(
 
     sc.q.resize(rows * dk, 0.0);
     sc.s.resize(rows * span, 0.0);
-    sc.k.resize(span * dk, 0.0);
+    sc.k.resize(KEYS_IN_L1 * dk, 0.0);
     sc.v.resize(4 * span, 0.0);
     sc.acc.resize(rows * dv, 0.0);
     for g in heads {
@@ -267,10 +267,6 @@ fn attend_block_ggml(
             qr.copy_from_slice(&s.q[(t * p.n_head + h) * dk..][..dk]);
         }
         round_to_f16(&mut sc.q, &mut sc.half);
-        for j in lo..hi {
-            let krow = &layer.k[(j * p.n_head_kv + g) * k_rb..][..k_rb];
-            f16_to_f32(krow, &mut sc.k[(j - base) * dk..][..dk]);
-        }
 
         // Scores, four query rows by four keys at a time, over blocks of keys that stay
         // in L1 while every row tile passes by (row-major order re-read all keys from L2
@@ -279,13 +275,19 @@ fn attend_block_ggml(
         let (first, last) = (keys(0).0, keys(rows - 1).1);
         for kb in (first..last).step_by(KEYS_IN_L1) {
             let kb_end = (kb + KEYS_IN_L1).min(last);
+            // The block's keys widened to f32 (exactly) where they stay in L1; widening
+            // every key up front wrote and re-read span · dk floats through L2.
+            for j in kb..kb_end {
+                let krow = &layer.k[((j + base) * p.n_head_kv + g) * k_rb..][..k_rb];
+                f16_to_f32(krow, &mut sc.k[(j - kb) * dk..][..dk]);
+            }
             for r0 in (0..rows).step_by(4) {
                 let rr = quad(r0, rows);
                 let (from, to) = (keys(rr[0]).0.max(kb), keys(rr[3]).1.min(kb_end));
                 let qs = rr.map(|r| &sc.q[r * dk..][..dk]);
                 for j0 in (from..to).step_by(4) {
                     let jj = quad(j0, to);
-                    let tile = dot16_tile(qs, jj.map(|j| &sc.k[j * dk..][..dk]), dk);
+                    let tile = dot16_tile(qs, jj.map(|j| &sc.k[(j - kb) * dk..][..dk]), dk);
                     for (i, &r) in rr.iter().enumerate().take(rows - r0) {
                         let (a, b, _, _) = keys(r);
                         for (x, &j) in tile[i].iter().zip(&jj).take(to - j0) {
