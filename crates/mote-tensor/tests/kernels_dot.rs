@@ -345,6 +345,10 @@ fn rows8_kernels_match_their_definition_bit_for_bit() {
     if std::arch::is_x86_feature_detected!("avx2") {
         assert!(checked > 0, "no rows8 kernel was tested");
     }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        assert!(checked > 0, "no rows8 kernel was tested");
+    }
     let _ = checked;
 }
 

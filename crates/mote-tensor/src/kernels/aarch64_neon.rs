@@ -18,6 +18,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
+use super::aarch64_rows8::neon_rows8;
 use super::{unpack_k4_scales, unpack_q3k_scales, BlockQ8, BlockQ8K, Dot, KernelPath, Kernels};
 
 /// Builds a [`Dot`] from a kernel body: a `#[target_feature]` entry point generic over the
@@ -60,19 +61,35 @@ macro_rules! neon_dot {
     }};
 }
 
-/// The whole table for one feature set.
+/// The whole table for one feature set; `$rows8` says whether the legacy types get the
+/// decoding kernels (they need `sdot`'s by-element form).
 macro_rules! neon_table {
-    ($features:literal, $dot:literal) => {
+    ($features:literal, $dot:literal, $rows8:tt) => {
         Kernels {
             path: KernelPath::Neon,
             f32: neon_dot!($features, float_f32::<$dot>, f32, 4),
             f16: neon_dot!($features, float_f16::<$dot>, f32, 2),
             bf16: neon_dot!($features, float_bf16::<$dot>, f32, 2),
-            q4_0: neon_dot!($features, q4_0::<$dot>, BlockQ8, 18),
-            q4_1: neon_dot!($features, q4_1::<$dot>, BlockQ8, 20),
-            q5_0: neon_dot!($features, q5_0::<$dot>, BlockQ8, 22),
-            q5_1: neon_dot!($features, q5_1::<$dot>, BlockQ8, 24),
-            q8_0: neon_dot!($features, q8_0::<$dot>, BlockQ8, 34),
+            q4_0: Dot {
+                rows8: neon_rows8!($rows8, $features, Q4_0),
+                ..neon_dot!($features, q4_0::<$dot>, BlockQ8, 18)
+            },
+            q4_1: Dot {
+                rows8: neon_rows8!($rows8, $features, Q4_1),
+                ..neon_dot!($features, q4_1::<$dot>, BlockQ8, 20)
+            },
+            q5_0: Dot {
+                rows8: neon_rows8!($rows8, $features, Q5_0),
+                ..neon_dot!($features, q5_0::<$dot>, BlockQ8, 22)
+            },
+            q5_1: Dot {
+                rows8: neon_rows8!($rows8, $features, Q5_1),
+                ..neon_dot!($features, q5_1::<$dot>, BlockQ8, 24)
+            },
+            q8_0: Dot {
+                rows8: neon_rows8!($rows8, $features, Q8_0),
+                ..neon_dot!($features, q8_0::<$dot>, BlockQ8, 34)
+            },
             q2_k: neon_dot!($features, q2_k::<$dot>, BlockQ8K, 84),
             q3_k: neon_dot!($features, q3_k::<$dot>, BlockQ8K, 110),
             q4_k: neon_dot!($features, q4_k::<$dot>, BlockQ8K, 144),
@@ -89,9 +106,9 @@ pub(super) fn kernels() -> Option<Kernels> {
         return None;
     }
     if std::arch::is_aarch64_feature_detected!("dotprod") {
-        Some(neon_table!("neon,dotprod", true))
+        Some(neon_table!("neon,dotprod", true, true))
     } else {
-        Some(neon_table!("neon", false))
+        Some(neon_table!("neon", false, false))
     }
 }
 
@@ -200,13 +217,13 @@ unsafe fn widen_u8(v: uint8x16_t) -> [int16x8_t; 2] {
 // The per-type parts are selected by a const `KIND` rather than passed as closures, so
 // that everything is inlined into the entry point (see the x86 file).
 
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
+pub(super) const Q4_0: u8 = 0;
+pub(super) const Q4_1: u8 = 1;
+pub(super) const Q5_0: u8 = 2;
+pub(super) const Q5_1: u8 = 3;
+pub(super) const Q8_0: u8 = 4;
 
-const fn legacy_block_bytes(kind: u8) -> usize {
+pub(super) const fn legacy_block_bytes(kind: u8) -> usize {
     match kind {
         Q4_0 => 18,
         Q4_1 => 20,
@@ -217,13 +234,13 @@ const fn legacy_block_bytes(kind: u8) -> usize {
 }
 
 /// Whether the type has a per-block offset `m` (added as `m · Σ y`).
-const fn legacy_has_offset(kind: u8) -> bool {
+pub(super) const fn legacy_has_offset(kind: u8) -> bool {
     matches!(kind, Q4_1 | Q5_1)
 }
 
 /// One weight block → (its 32 weights as signed bytes, scale `d`, offset `m` or 0).
 #[inline(always)]
-unsafe fn legacy_decode<const KIND: u8>(p: *const u8) -> ([int8x16_t; 2], f32, f32) {
+pub(super) unsafe fn legacy_decode<const KIND: u8>(p: *const u8) -> ([int8x16_t; 2], f32, f32) {
     let s8 = vreinterpretq_s8_u8;
     match KIND {
         Q4_0 => {
