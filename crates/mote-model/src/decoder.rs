@@ -221,15 +221,23 @@ impl Decoder<'_> {
             }
             let ri = self.layer_rope[il];
             let rope = &self.ropes[ri];
+            // Row r's sequence and token within it, for RoPE on the pool.
+            let mut owner = Vec::with_capacity(n);
+            for (i, item) in items.iter().enumerate() {
+                owner.extend((0..item.tokens.len()).map(|t| (i, t)));
+            }
+            let pool = mote_tensor::parallel::global();
+            for (x, width) in [(&mut *q, q_width), (&mut *k, k_width)] {
+                mote_tensor::parallel::for_rows(&pool, x, width, &|first, rows| {
+                    for (j, row) in rows.chunks_exact_mut(width).enumerate() {
+                        let (i, t) = owner[first + j];
+                        rope.apply(&tables[i * n_ropes + ri], t, row, dk);
+                    }
+                });
+            }
             let mut row = 0;
-            for (i, item) in items.iter_mut().enumerate() {
+            for item in items.iter_mut() {
                 let len = item.tokens.len();
-                let table = &tables[i * n_ropes + ri];
-                for t in 0..len {
-                    let r = row + t;
-                    rope.apply(table, t, &mut q[r * q_width..(r + 1) * q_width], dk);
-                    rope.apply(table, t, &mut k[r * k_width..(r + 1) * k_width], dk);
-                }
                 item.cache.write(
                     il,
                     &k[row * k_width..(row + len) * k_width],

@@ -24,10 +24,15 @@ fn gelu_tanh(x: f32) -> f32 {
 /// vectorized `expf`, GELU through ggml's f16 lookup table (f16-precise, like every
 /// GELU llama.cpp computes on a CPU).
 pub fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32], cols: usize) {
-    match act {
-        Activation::Silu => ggml_math::swiglu(gate, up, cols),
-        Activation::GeluTanh => ggml_math::geglu(gate, up),
-    }
+    // Elementwise: long prompts split the rows over the pool, with the same results.
+    let pool = mote_tensor::parallel::global();
+    mote_tensor::parallel::for_rows(&pool, gate, cols, &|first, g| {
+        let u = &up[first * cols..][..g.len()];
+        match act {
+            Activation::Silu => ggml_math::swiglu(g, u, cols),
+            Activation::GeluTanh => ggml_math::geglu(g, u),
+        }
+    });
 }
 
 #[cfg(test)]

@@ -9,6 +9,13 @@ pub fn rms_norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     if dim == 0 {
         return;
     }
+    // Rows are independent: long prompts split them over the pool.
+    let pool = mote_tensor::parallel::global();
+    mote_tensor::parallel::for_rows(&pool, x, dim, &|_, rows| norm_rows(rows, weight, eps));
+}
+
+fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
+    let dim = weight.len();
     for row in x.chunks_exact_mut(dim) {
         let sum_sq: f64 = row.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum_sq / dim as f64) as f32;

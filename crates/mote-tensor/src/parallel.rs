@@ -112,6 +112,40 @@ fn physical_cores() -> Option<usize> {
     }
 }
 
+/// Below this many values a [`for_rows`] job runs on the calling thread: waking the
+/// workers costs more than they would save.
+const ROWS_PARALLEL_MIN: usize = 32 * 1024;
+
+/// Calls `f(first_row, rows)` on chunks of whole rows of `data` (`row_len` values each)
+/// that together cover it, spread over `pool` when `data` is big enough. For row-wise
+/// steps (normalisation, activations, RoPE) of a long prompt, which on one thread were
+/// a sixth of a two-thread prefill; each row's result is the same whichever chunk it
+/// falls in.
+pub fn for_rows(
+    pool: &Pool,
+    data: &mut [f32],
+    row_len: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let rows = data.len() / row_len.max(1);
+    if rows == 0 {
+        return;
+    }
+    if pool.threads() == 1 || data.len() < ROWS_PARALLEL_MIN {
+        f(0, data);
+        return;
+    }
+    let per_task = rows.div_ceil(2 * pool.threads());
+    let chunks: Vec<Mutex<&mut [f32]>> = data
+        .chunks_mut(per_task * row_len)
+        .map(Mutex::new)
+        .collect();
+    pool.run(chunks.len(), &|t| {
+        let mut chunk = chunks[t].lock().unwrap_or_else(|e| e.into_inner());
+        f(t * per_task, &mut chunk);
+    });
+}
+
 static GLOBAL: Mutex<Option<Arc<Pool>>> = Mutex::new(None);
 
 /// The process-wide pool that [`crate::Matrix::matmul`] uses, started on first use with

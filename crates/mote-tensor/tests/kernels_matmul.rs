@@ -163,6 +163,30 @@ fn pool_runs_every_task_once() {
     }
 }
 
+/// `for_rows` hands every row out exactly once, in whole rows, with its true index, on
+/// one thread for small data and split for large.
+#[test]
+fn for_rows_covers_every_row_once() {
+    for threads in [1, 2, 3] {
+        let pool = Pool::new(threads);
+        for (rows, row_len) in [(0, 7), (1, 7), (5, 3), (9000, 7), (513, 640)] {
+            let mut data = vec![0f32; rows * row_len];
+            mote_tensor::parallel::for_rows(&pool, &mut data, row_len, &|first, chunk| {
+                assert_eq!(chunk.len() % row_len, 0);
+                for (j, row) in chunk.chunks_exact_mut(row_len).enumerate() {
+                    row.iter_mut().for_each(|v| *v += (first + j) as f32 + 1.0);
+                }
+            });
+            for (r, row) in data.chunks_exact(row_len).enumerate() {
+                assert!(
+                    row.iter().all(|&v| v == r as f32 + 1.0),
+                    "threads={threads} rows={rows} row {r}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn pool_handles_nested_and_concurrent_jobs() {
     let pool = Pool::new(3);
