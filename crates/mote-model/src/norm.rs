@@ -14,14 +14,27 @@ pub fn rms_norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     mote_tensor::parallel::for_rows(&pool, x, dim, &|_, rows| norm_rows(rows, weight, eps));
 }
 
+/// Rows at a time whose sums of squares run side by side: each sum is one sequential
+/// f64 chain (ggml's order), latency-bound when rows go one after another.
+const ROWS_TOGETHER: usize = 8;
+
 fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     let dim = weight.len();
-    for row in x.chunks_exact_mut(dim) {
-        let sum_sq: f64 = row.iter().map(|&v| (v * v) as f64).sum();
-        let mean = (sum_sq / dim as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
-        for (v, w) in row.iter_mut().zip(weight) {
-            *v = *v * scale * w;
+    for group in x.chunks_mut(ROWS_TOGETHER * dim) {
+        let rows = group.len() / dim;
+        let mut sums = [0f64; ROWS_TOGETHER];
+        for i in 0..dim {
+            for (r, sum) in sums.iter_mut().enumerate().take(rows) {
+                let v = group[r * dim + i];
+                *sum += (v * v) as f64;
+            }
+        }
+        for (row, &sum_sq) in group.chunks_exact_mut(dim).zip(&sums) {
+            let mean = (sum_sq / dim as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for (v, w) in row.iter_mut().zip(weight) {
+                *v = *v * scale * w;
+            }
         }
     }
 }
