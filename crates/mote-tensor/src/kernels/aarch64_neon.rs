@@ -217,26 +217,9 @@ unsafe fn widen_u8(v: uint8x16_t) -> [int16x8_t; 2] {
 // The per-type parts are selected by a const `KIND` rather than passed as closures, so
 // that everything is inlined into the entry point (see the x86 file).
 
-pub(super) const Q4_0: u8 = 0;
-pub(super) const Q4_1: u8 = 1;
-pub(super) const Q5_0: u8 = 2;
-pub(super) const Q5_1: u8 = 3;
-pub(super) const Q8_0: u8 = 4;
-
-pub(super) const fn legacy_block_bytes(kind: u8) -> usize {
-    match kind {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        Q5_1 => 24,
-        _ => 34,
-    }
-}
-
-/// Whether the type has a per-block offset `m` (added as `m · Σ y`).
-pub(super) const fn legacy_has_offset(kind: u8) -> bool {
-    matches!(kind, Q4_1 | Q5_1)
-}
+pub(super) use super::legacy_kind::{
+    block_bytes as legacy_block_bytes, has_min as legacy_has_offset, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+};
 
 /// One weight block → (its 32 weights as signed bytes, scale `d`, offset `m` or 0).
 #[inline(always)]

@@ -39,29 +39,21 @@ macro_rules! neon_rows8 {
             a: [&[BlockQ8]; 4],
             count: usize,
         ) -> [[f32; 8]; 4] {
-            let bb = legacy_block_bytes($kind);
-            let count = count.min(4);
-            let rows = rows.min(8);
-            let nb = a[..count]
-                .iter()
-                .map(|s| s.len())
-                .min()
-                .unwrap_or(0)
-                .min(row_bytes / bb);
             let mut out = [[0f32; 8]; 4];
-            if rows == 0 || count == 0 || !$crate::kernels::rows_fit(w, row_bytes, rows, nb * bb) {
+            let Some((p, nb, count)) = $crate::kernels::rows8_setup(
+                w,
+                row_bytes,
+                rows,
+                &a,
+                count,
+                legacy_block_bytes($kind),
+            ) else {
                 return out;
-            }
-            // Rows past the last real one repeat it (their results are dropped).
-            let mut p = [w.as_ptr(); 8];
-            for (r, ptr) in p.iter_mut().enumerate() {
-                // SAFETY: row `min(r, rows - 1)` starts inside `w` (checked by `rows_fit`).
-                *ptr = unsafe { w.as_ptr().add(r.min(rows - 1) * row_bytes) };
-            }
+            };
             let a = a.map(|s| s.as_ptr());
             // SAFETY: `entry` needs `$features`, which `kernels` checked before building
-            // this table; `nb` blocks lie inside every row pointed to and the first
-            // `count` activation rows.
+            // this table; `rows8_setup` checked that `nb` blocks lie inside every row
+            // pointed to and the first `count` activation rows.
             unsafe {
                 match count {
                     1 => out[0] = entry::<1>(p, [a[0]], nb)[0],

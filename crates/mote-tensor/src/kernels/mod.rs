@@ -511,6 +511,70 @@ pub(crate) fn unpack_q3k_scales(b: &[u8]) -> [i8; 16] {
     out
 }
 
+/// The legacy block types as the const `KIND` parameter of the SIMD bodies (a closure
+/// per type would not be inlined, and one left out of line turns every intrinsic inside
+/// it into a call), with their block sizes.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) mod legacy_kind {
+    pub const Q4_0: u8 = 0;
+    pub const Q4_1: u8 = 1;
+    pub const Q5_0: u8 = 2;
+    pub const Q5_1: u8 = 3;
+    pub const Q8_0: u8 = 4;
+
+    /// Bytes per 32-value block.
+    pub const fn block_bytes(kind: u8) -> usize {
+        match kind {
+            Q4_0 => 18,
+            Q4_1 => 20,
+            Q5_0 => 22,
+            Q5_1 => 24,
+            _ => 34,
+        }
+    }
+
+    /// Whether the type has a per-block offset `m` (its values are unsigned).
+    pub const fn has_min(kind: u8) -> bool {
+        matches!(kind, Q4_1 | Q5_1)
+    }
+}
+
+/// What every [`Rows8`] wrapper settles before its kernel runs: the pointers to eight
+/// weight rows (those past `rows` repeat the last one), the block count (the shortest of
+/// the first `count` activation rows, bounded by the row length) and `count` bounded to
+/// 4. `None` when there is nothing to compute or the rows do not lie inside `w`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) fn rows8_setup<A>(
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    a: &[&[A]; 4],
+    count: usize,
+    block_bytes: usize,
+) -> Option<([*const u8; 8], usize, usize)> {
+    let (rows, count) = (rows.min(8), count.min(4));
+    let nb = a[..count]
+        .iter()
+        .map(|s| s.len())
+        .min()
+        .unwrap_or(0)
+        .min(row_bytes / block_bytes.max(1));
+    if rows == 0 || count == 0 || !rows_fit(w, row_bytes, rows, nb * block_bytes) {
+        return None;
+    }
+    let mut p = [w.as_ptr(); 8];
+    for (r, ptr) in p.iter_mut().enumerate() {
+        *ptr = w[r.min(rows - 1) * row_bytes..].as_ptr();
+    }
+    Some((p, nb, count))
+}
+
 /// Whether `rows` rows of `used` bytes each, `row_bytes` apart, lie inside `w`.
 pub(crate) fn rows_fit(w: &[u8], row_bytes: usize, rows: usize, used: usize) -> bool {
     let last_end = rows.checked_sub(1).map_or(Some(0), |r| {

@@ -265,25 +265,13 @@ pub(super) unsafe fn dot_us_scaled_acc<const VNNI: bool>(
 // closures get no `#[inline(always)]`, and one left out of line would turn every
 // intrinsic inside it into a call.
 
-pub(super) const Q4_0: u8 = 0;
-pub(super) const Q4_1: u8 = 1;
-pub(super) const Q5_0: u8 = 2;
-pub(super) const Q5_1: u8 = 3;
-pub(super) const Q8_0: u8 = 4;
-
-pub(super) const fn legacy_block_bytes(kind: u8) -> usize {
-    match kind {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        Q5_1 => 24,
-        _ => 34,
-    }
-}
+pub(super) use super::legacy_kind::{
+    block_bytes as legacy_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+};
 
 /// Whether the decoded weights are signed (else unsigned with an offset `m`).
 pub(super) const fn legacy_signed(kind: u8) -> bool {
-    !matches!(kind, Q4_1 | Q5_1)
+    !super::legacy_kind::has_min(kind)
 }
 
 /// One weight block → (32 weights as bytes, scale `d`, offset `m` or 0).

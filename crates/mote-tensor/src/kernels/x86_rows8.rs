@@ -44,30 +44,16 @@ macro_rules! simd_rows8 {
             a: [&[$A]; 4],
             count: usize,
         ) -> [[f32; 8]; 4] {
-            let bb: usize = $block_bytes;
-            let count = count.min(4);
-            let rows = rows.min(8);
-            let nb = a[..count]
-                .iter()
-                .map(|s| s.len())
-                .min()
-                .unwrap_or(0)
-                .min(row_bytes / bb);
             let mut out = [[0f32; 8]; 4];
-            if rows == 0 || count == 0 || !$crate::kernels::rows_fit(w, row_bytes, rows, nb * bb)
-            {
+            let Some((p, nb, count)) =
+                $crate::kernels::rows8_setup(w, row_bytes, rows, &a, count, $block_bytes)
+            else {
                 return out;
-            }
-            // Rows past the last real one repeat it (their results are dropped).
-            let mut p = [w.as_ptr(); 8];
-            for (r, ptr) in p.iter_mut().enumerate() {
-                // SAFETY: row `min(r, rows - 1)` starts inside `w` (checked by `rows_fit`).
-                *ptr = unsafe { w.as_ptr().add(r.min(rows - 1) * row_bytes) };
-            }
+            };
             let a = a.map(|s| s.as_ptr());
             // SAFETY: `entry` needs `$features`, which the table builder checked before
-            // expanding this macro; `nb` blocks lie inside every row pointed to and the
-            // first `count` activation rows.
+            // expanding this macro; `rows8_setup` checked that `nb` blocks lie inside
+            // every row pointed to and the first `count` activation rows.
             unsafe {
                 match count {
                     1 => out[0] = entry::<1>(p, [a[0]], nb)[0],
@@ -207,6 +193,25 @@ unsafe fn block_values<const KIND: u8>(p: &[*const u8; 8]) -> [__m256i; 8] {
     v
 }
 
+/// Where the eight rows after `p` start (rows assumed evenly spaced), for [`prefetch`].
+#[inline(always)]
+fn next_rows(p: &[*const u8; 8]) -> *const u8 {
+    let stride = (p[7] as usize).wrapping_sub(p[6] as usize);
+    p[7].wrapping_add(stride)
+}
+
+/// Fetches the `bytes` at `ahead` into the cache and returns where the next ones start.
+/// The eight rows are read side by side, 20-176 bytes from each in turn, a pattern the
+/// hardware prefetchers do not follow (from memory this ran at a fifth of the
+/// bandwidth): each block fetches as many bytes of the next eight rows as it reads.
+#[inline(always)]
+unsafe fn prefetch(ahead: *const u8, bytes: usize) -> *const u8 {
+    for line in 0..bytes.div_ceil(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+    }
+    ahead.wrapping_add(bytes)
+}
+
 /// `acc` plus the unsigned×signed byte dot of `u` and `s`, four products per i32 lane.
 /// Without VNNI the i16 pair sums need `u · |s| ≤ 16383`: `u ≤ 128` (magnitudes of
 /// signed weights, or Q5_1's `u < 32`) with `|s| ≤ 127` keeps them below.
@@ -234,16 +239,9 @@ pub(super) unsafe fn legacy_rows8<const B: usize, const VNNI: bool, const KIND: 
     let mut acc = [_mm256_setzero_ps(); B];
     let mut macc = [_mm256_setzero_ps(); B];
     let mut pk = p;
-    // The eight rows are read side by side, 20-34 bytes from each in turn, a pattern the
-    // hardware prefetchers do not follow (from memory this ran at a fifth of the
-    // bandwidth): fetch the next eight rows (assumed to follow the last one) ahead, as
-    // many bytes per block as a block of eight rows takes.
-    let mut ahead = p[7].wrapping_add(p[7].offset_from(p[6]).unsigned_abs());
+    let mut ahead = next_rows(&p);
     for k in 0..nb {
-        for line in 0..(8 * bb).div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
-        }
-        ahead = ahead.wrapping_add(8 * bb);
+        ahead = prefetch(ahead, 8 * bb);
         let w = block_values::<KIND>(&pk);
         let (d, m) = scales(&pk);
         // Signed weights: |w| as the unsigned operand, the sign moved to the activations.
@@ -336,14 +334,9 @@ pub(super) unsafe fn k4_rows8<const B: usize, const VNNI: bool, const FIVE: bool
     let mut acc = [_mm256_setzero_ps(); B];
     let mut macc = [_mm256_setzero_ps(); B];
     let mut pk = p;
-    // As in `legacy_rows8`: the next eight rows, ahead, as many bytes per super-block as
-    // one super-block of eight rows takes.
-    let mut ahead = p[7].wrapping_add(p[7].offset_from(p[6]).unsigned_abs());
+    let mut ahead = next_rows(&p);
     for k in 0..nb {
-        for line in 0..(8 * bb).div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
-        }
-        ahead = ahead.wrapping_add(8 * bb);
+        ahead = prefetch(ahead, 8 * bb);
         let (d, dmin) = scales(&pk);
         let (w0, w1, w2) = (words(&pk, 4), words(&pk, 8), words(&pk, 12));
         let sc = k4_six_bits(w0, w2);
