@@ -9,6 +9,12 @@
 //! (filled untimed), e.g. `tg128@d2048`: generation deep into a long chat.
 //! Each test runs `-r` times after one untimed warm-up run; we report mean ± sd tokens/s,
 //! plus the model's load time and the process's peak resident memory.
+//!
+//! JSON (`-o json` / `jsonl`), one object per test: `engine` ("mote"), `model`,
+//! `model_bytes`, `params`, `kernels`, `threads`, `test` (e.g. "tg128x4@d2048"),
+//! `n_prompt`, `n_gen`, `n_depth`, `npl`, `tokens_per_s` (mean), `tokens_per_s_sd`,
+//! `samples` (every timed run), `load_s`, `type_k`, `type_v`; then one object with
+//! `test` "rss" and `peak_rss_mib`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -78,6 +84,11 @@ pub enum Format {
 struct Row {
     test: String,
     threads: usize,
+    /// llama-bench's fields: prompt and generated tokens, cache depth, sequences.
+    n_prompt: usize,
+    n_gen: usize,
+    n_depth: usize,
+    npl: usize,
     samples: Vec<f64>,
 }
 
@@ -155,6 +166,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 rows.push(Row {
                     test: at(format!("pp{pp}")),
                     threads,
+                    n_prompt: pp,
+                    n_gen: 0,
+                    n_depth: depth,
+                    npl: 1,
                     samples,
                 });
             }
@@ -181,6 +196,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     rows.push(Row {
                         test: at(test),
                         threads,
+                        n_prompt: 0,
+                        n_gen: tg,
+                        n_depth: depth,
+                        npl,
                         samples,
                     });
                 }
@@ -222,7 +241,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     json!({
                         "engine": "mote", "model": name, "model_bytes": file_bytes,
                         "params": params, "kernels": kernels, "threads": r.threads,
-                        "test": r.test, "tokens_per_s": r.mean(), "tokens_per_s_sd": r.sd(),
+                        "test": r.test, "n_prompt": r.n_prompt, "n_gen": r.n_gen,
+                        "n_depth": r.n_depth, "npl": r.npl,
+                        "tokens_per_s": r.mean(), "tokens_per_s_sd": r.sd(),
                         "samples": r.samples, "load_s": load_s,
                         "type_k": args.cache_type_k.name(), "type_v": args.cache_type_v.name(),
                     })

@@ -251,6 +251,20 @@ fn cache_type_flags_take_llama_cpp_spellings() {
         "q8_0",
     ]));
     assert!(bench.contains("\"type_k\":\"q8_0\""), "{bench}");
+    // Depth: the tests run after that many tokens in the cache and say so.
+    let deep = stdout_of(mote().arg("bench").arg(&tiny).args([
+        "-p", "4", "-n", "2", "-d", "6", "--npl", "2", "-r", "1", "-o", "jsonl",
+    ]));
+    let objs: Vec<serde_json::Value> = deep
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objs[0]["test"], "pp4@d6", "{deep}");
+    assert_eq!(objs[1]["test"], "tg2x2@d6", "{deep}");
+    assert_eq!(
+        (&objs[1]["n_depth"], &objs[1]["npl"]),
+        (&6.into(), &2.into())
+    );
     let out = mote()
         .arg("run")
         .arg(&tiny)
