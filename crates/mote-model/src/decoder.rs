@@ -182,6 +182,13 @@ impl Decoder<'_> {
         let attn = sized(attn, n * cfg.n_head * dv);
         let gate = sized(gate, n * cfg.n_ff);
         let up = sized(up, n * cfg.n_ff);
+        // Row r's sequence and token within it, for RoPE on the pool (the same for
+        // every layer).
+        let mut owner = Vec::with_capacity(n);
+        for (i, item) in items.iter().enumerate() {
+            owner.extend((0..item.tokens.len()).map(|t| (i, t)));
+        }
+        let pool = mote_tensor::parallel::global();
         for (il, lw) in self.w.layers.iter().enumerate() {
             let lc = &cfg.layers[il];
             h.copy_from_slice(x);
@@ -221,12 +228,6 @@ impl Decoder<'_> {
             }
             let ri = self.layer_rope[il];
             let rope = &self.ropes[ri];
-            // Row r's sequence and token within it, for RoPE on the pool.
-            let mut owner = Vec::with_capacity(n);
-            for (i, item) in items.iter().enumerate() {
-                owner.extend((0..item.tokens.len()).map(|t| (i, t)));
-            }
-            let pool = mote_tensor::parallel::global();
             for (x, width) in [(&mut *q, q_width), (&mut *k, k_width)] {
                 mote_tensor::parallel::for_rows(&pool, x, width, &|first, rows| {
                     for (j, row) in rows.chunks_exact_mut(width).enumerate() {

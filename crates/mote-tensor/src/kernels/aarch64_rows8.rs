@@ -32,38 +32,7 @@ macro_rules! neon_rows8 {
         ) -> [[f32; 8]; B] {
             $crate::kernels::aarch64_rows8::legacy_rows8::<B, $kind>(p, a, nb)
         }
-        fn rows8(
-            w: &[u8],
-            row_bytes: usize,
-            rows: usize,
-            a: [&[BlockQ8]; 4],
-            count: usize,
-        ) -> [[f32; 8]; 4] {
-            let mut out = [[0f32; 8]; 4];
-            let Some((p, nb, count)) = $crate::kernels::rows8_setup(
-                w,
-                row_bytes,
-                rows,
-                &a,
-                count,
-                legacy_block_bytes($kind),
-            ) else {
-                return out;
-            };
-            let a = a.map(|s| s.as_ptr());
-            // SAFETY: `entry` needs `$features`, which `kernels` checked before building
-            // this table; `rows8_setup` checked that `nb` blocks lie inside every row
-            // pointed to and the first `count` activation rows.
-            unsafe {
-                match count {
-                    1 => out[0] = entry::<1>(p, [a[0]], nb)[0],
-                    2 => out[..2].copy_from_slice(&entry::<2>(p, [a[0], a[1]], nb)),
-                    3 => out[..3].copy_from_slice(&entry::<3>(p, [a[0], a[1], a[2]], nb)),
-                    _ => out = entry::<4>(p, a, nb),
-                }
-            }
-            out
-        }
+        rows8_wrapper!(BlockQ8, legacy_block_bytes($kind));
         Some(rows8 as $crate::kernels::Rows8<BlockQ8>)
     }};
 }

@@ -11,6 +11,48 @@
 //! CPU has the features, as checked at run time. [`Kernels::active`] picks the best one
 //! once; `MOTE_KERNELS=scalar|avx2|avx512|neon` forces a path.
 
+/// The safe [`Rows8`] wrapper `fn rows8` around a kernel entry point
+/// `entry::<B>(row pointers, activation pointers, blocks)` that the expanding macro
+/// defines next to it with its target features: it settles the rows and the block count
+/// with [`rows8_setup`] and calls `entry` for the number of activation rows given.
+///
+/// Only expand this where `entry`'s target features have been checked at run time.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_macros)
+)]
+macro_rules! rows8_wrapper {
+    ($A:ty, $block_bytes:expr) => {
+        fn rows8(
+            w: &[u8],
+            row_bytes: usize,
+            rows: usize,
+            a: [&[$A]; 4],
+            count: usize,
+        ) -> [[f32; 8]; 4] {
+            let mut out = [[0f32; 8]; 4];
+            let Some((p, nb, count)) =
+                $crate::kernels::rows8_setup(w, row_bytes, rows, &a, count, $block_bytes)
+            else {
+                return out;
+            };
+            let a = a.map(|s| s.as_ptr());
+            // SAFETY: `entry` needs target features that the table builder checked
+            // before expanding this; `rows8_setup` checked that `nb` blocks lie inside
+            // every row pointed to and the first `count` activation rows.
+            unsafe {
+                match count {
+                    1 => out[0] = entry::<1>(p, [a[0]], nb)[0],
+                    2 => out[..2].copy_from_slice(&entry::<2>(p, [a[0], a[1]], nb)),
+                    3 => out[..3].copy_from_slice(&entry::<3>(p, [a[0], a[1], a[2]], nb)),
+                    _ => out = entry::<4>(p, a, nb),
+                }
+            }
+            out
+        }
+    };
+}
+
 pub mod scalar;
 mod unpack_k;
 
