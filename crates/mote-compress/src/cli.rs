@@ -364,7 +364,7 @@ pub fn run_quantize(args: &QuantizeArgs) -> Result<()> {
                 args.input.display()
             )));
         }
-        Some(crate::hf::HfModel::open(&args.input)?)
+        Some(mote_convert::hf::HfModel::open(&args.input)?)
     } else {
         None
     };

@@ -23,7 +23,9 @@ pub enum CompressError {
     #[error(transparent)]
     Safetensors(#[from] mote_file::SafetensorsError),
     #[error(transparent)]
-    Hf(#[from] crate::hf::HfError),
+    Hf(#[from] mote_convert::hf::HfError),
+    #[error(transparent)]
+    Convert(#[from] mote_convert::ConvertError),
     #[error(transparent)]
     Model(#[from] mote_model::ModelError),
     #[error(transparent)]

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use mote_compress::hf::{HfError, HfModel};
 use mote_compress::quantize::{quantize_source, Preset, QuantizeOptions};
 use mote_compress::CompressError;
+use mote_convert::hf::{HfError, HfModel};
 use mote_file::{GgufFile, MetaValue};
 use mote_model::{LoadOptions, Model};
 use mote_tokenizer::Tokenizer;

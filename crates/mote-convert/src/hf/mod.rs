@@ -25,8 +25,8 @@ pub use config::{Arch, HfConfig, RopeScaling};
 pub use error::HfError;
 pub use vocab::detect_pre;
 
-use crate::error::{CompressError, Result};
-use crate::quantize::TensorSource;
+use crate::error::{ConvertError, Result};
+use crate::source::TensorSource;
 
 /// Where one output tensor's data comes from.
 enum Origin {
@@ -196,7 +196,7 @@ impl TensorSource for HfModel {
     }
 
     fn tensor_data(&self, info: &TensorInfo) -> Result<Bytes> {
-        let bad = |m: String| CompressError::Invalid(format!("tensor {:?}: {m}", info.name));
+        let bad = |m: String| ConvertError::Invalid(format!("tensor {:?}: {m}", info.name));
         let origin = self
             .origins
             .get(&info.name)
@@ -218,7 +218,7 @@ impl TensorSource for HfModel {
             let n = usize::try_from(info.elements()).map_err(|e| bad(e.to_string()))?;
             let mut row = vec![0f32; n];
             dequantize_row(from, data.as_slice(), &mut row).map_err(|source| {
-                CompressError::Quant {
+                ConvertError::Quant {
                     tensor: info.name.clone(),
                     source,
                 }
