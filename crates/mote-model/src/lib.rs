@@ -14,9 +14,9 @@ mod load_quant;
 mod norm;
 mod observer;
 mod profile;
-mod rope;
+pub mod rope;
 pub mod spec;
-mod weights;
+pub mod weights;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,8 +30,8 @@ pub use observer::MatmulObserver;
 pub use spec::ArchSpec;
 
 use decoder::{Decoder, Workspace};
-use rope::Rope;
-use weights::ModelWeights;
+pub use rope::{Rope, RopeTable};
+pub use weights::{LayerWeights, ModelWeights};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -163,6 +163,17 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The tensors as loaded (matrices are views of the file, vectors decoded to f32);
+    /// training copies them to f32 parameters.
+    pub fn weights(&self) -> &ModelWeights {
+        &self.weights
+    }
+
+    /// The rotary embedding layer `il` uses (its base and scaling).
+    pub fn layer_rope(&self, il: usize) -> Option<&Rope> {
+        self.layer_rope.get(il).map(|&r| &self.ropes[r])
     }
 
     /// The architecture switches this model runs with.

@@ -29,6 +29,19 @@ pub struct RopeTable {
     sin: Vec<f32>,
 }
 
+impl RopeTable {
+    /// Rotated pairs per head (`n_rot / 2`).
+    pub fn n_pairs(&self) -> usize {
+        self.n_pairs
+    }
+
+    /// `(cos, sin)` of the angles of position index `t` of the table, one per pair.
+    pub fn angles(&self, t: usize) -> (&[f32], &[f32]) {
+        let r = t * self.n_pairs..(t + 1) * self.n_pairs;
+        (&self.cos[r.clone()], &self.sin[r])
+    }
+}
+
 impl Rope {
     pub fn new(
         style: RopeStyle,
@@ -53,8 +66,17 @@ impl Rope {
         }
     }
 
+    /// Which dimensions rotate together.
+    pub fn style(&self) -> RopeStyle {
+        self.style
+    }
+
+    /// Leading dimensions of each head that rotate.
+    pub fn n_rot(&self) -> usize {
+        self.n_rot
+    }
+
     /// Angles for `positions`.
-    #[cfg(test)]
     pub fn table(&self, positions: std::ops::Range<usize>) -> RopeTable {
         let mut t = RopeTable::default();
         self.fill_table(positions, &mut t);
