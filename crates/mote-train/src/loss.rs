@@ -31,6 +31,8 @@ pub struct LossSpec<'a> {
     pub alpha: f32,
     pub temperature: f32,
     pub softcap: Option<f32>,
+    /// Positions per chunk of logits; 0 picks [`chunk_rows`].
+    pub chunk: usize,
 }
 
 /// The loss and its parts, means over the positions.
@@ -39,7 +41,8 @@ pub struct LossValue {
     pub loss: f64,
     /// Cross-entropy with the labels (nats per token).
     pub ce: f64,
-    /// KL(teacher ‖ student) at temperature 1... at the spec's temperature, unscaled.
+    /// KL(teacher ‖ student) of the distributions at the spec's temperature (not
+    /// multiplied by `τ²`).
     pub kl: f64,
     pub labelled: usize,
     pub positions: usize,
@@ -94,7 +97,11 @@ pub fn head_loss(
         ..Default::default()
     };
     let mut dh = vec![0f32; if grads.is_some() { n * d } else { 0 }];
-    let rows = chunk_rows(vocab);
+    let rows = if spec.chunk > 0 {
+        spec.chunk
+    } else {
+        chunk_rows(vocab)
+    };
     let mut z = Vec::new();
     let mut ps = Vec::new();
     let mut pt = Vec::new();
