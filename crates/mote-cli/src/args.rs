@@ -45,6 +45,12 @@ pub enum Command {
     Imatrix(mote_compress::cli::ImatrixArgs),
     /// Prune a model: zero weights (magnitude, random, N:M) or drop whole blocks.
     Prune(mote_compress::cli::PruneArgs),
+    /// Fine-tune a model on a text file (AdamW, next-token cross-entropy; all or some
+    /// blocks, embeddings frozen by default); writes an F32/F16 GGUF.
+    Finetune(mote_train::cli::FinetuneArgs),
+    /// Distil a teacher into a student of the same vocabulary (forward KL at a
+    /// temperature, --alpha mixes in the hard labels); writes an F32/F16 GGUF.
+    Distill(mote_train::cli::DistillArgs),
 }
 
 /// Prints what `--quantize` did (one line on stderr).

@@ -26,6 +26,8 @@ fn main() {
         Command::Quantize(a) => mote_compress::cli::run_quantize(&a).map_err(anyhow::Error::from),
         Command::Imatrix(a) => mote_compress::cli::run_imatrix(&a).map_err(anyhow::Error::from),
         Command::Prune(a) => mote_compress::cli::run_prune(&a).map_err(anyhow::Error::from),
+        Command::Finetune(a) => mote_train::cli::run_finetune(&a).map_err(anyhow::Error::from),
+        Command::Distill(a) => mote_train::cli::run_distill(&a).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         // One line: the error and its causes, joined.

@@ -11,6 +11,10 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod export;
 pub mod gemm;
 pub mod loss;
 pub mod model;
@@ -18,6 +22,7 @@ pub mod ops;
 pub mod params;
 pub mod real;
 pub mod rng;
+pub mod trainer;
 
 pub use adamw::{adamw_step, clip_grad_norm, AdamConfig, AdamState};
 pub use loss::{head_loss, LossSpec, LossValue, Teacher, IGNORE};
