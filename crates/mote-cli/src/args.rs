@@ -185,6 +185,12 @@ pub struct GenArgs {
     /// Stop when this text appears (it is not printed); can be given several times.
     #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
     pub reverse_prompt: Vec<String>,
+
+    #[command(flatten)]
+    pub dry: mote_server::flags::DryArgs,
+
+    #[command(flatten)]
+    pub context: mote_server::flags::ContextArgs,
 }
 
 #[derive(Args, Debug)]

@@ -25,6 +25,9 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     tracing::info!("chat format: {}", template.describe());
     let mut sampler = sampler(&args.gen, seed(&args.gen), session.context_size())?;
     let mut opts = generate_options(&args.gen, load_time)?;
+    // In chat, `--keep -1` means the system prompt, which a shift always keeps anyway.
+    let bos = session.tokenizer().bos_id().is_some();
+    opts.shift = args.gen.context.policy(session.context_size(), 0, bos);
     let mut chat = Chat::new(template, args.system_prompt.clone());
 
     let stdin = std::io::stdin();
@@ -82,6 +85,12 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 }
                 writeln!(stdout).context("cannot write to stdout")?;
                 tracing::info!("{}", summary(&c));
+                if c.stats.n_discarded > 0 {
+                    eprintln!(
+                        "(context shift: {} tokens of earlier conversation dropped)",
+                        c.stats.n_discarded
+                    );
+                }
                 if c.finish_reason == FinishReason::Context {
                     eprintln!("(the context is full; /reset to start a new conversation)");
                 }

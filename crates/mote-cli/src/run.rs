@@ -50,7 +50,7 @@ pub fn seed(gen: &GenArgs) -> u64 {
 }
 
 pub fn sampler(gen: &GenArgs, seed: u64, n_ctx: usize) -> Result<Sampler> {
-    let config = SamplerConfig {
+    let mut config = SamplerConfig {
         temperature: gen.temp,
         top_k: gen.top_k,
         top_p: gen.top_p,
@@ -60,7 +60,9 @@ pub fn sampler(gen: &GenArgs, seed: u64, n_ctx: usize) -> Result<Sampler> {
         presence_penalty: gen.presence_penalty,
         frequency_penalty: gen.frequency_penalty,
         seed,
+        ..Default::default()
     };
+    gen.dry.apply(&mut config);
     Ok(Sampler::new(config, n_ctx)?)
 }
 
@@ -70,11 +72,13 @@ pub fn generate_options(gen: &GenArgs, load_time: std::time::Duration) -> Result
         -1 => None,
         n => Some(n as usize),
     };
+    gen.context.validate().map_err(anyhow::Error::msg)?;
     Ok(GenerateOptions {
         max_tokens,
         ignore_eos: gen.ignore_eos,
         stop: gen.reverse_prompt.clone(),
         load_time,
+        ..Default::default()
     })
 }
 
@@ -119,6 +123,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     tracing::debug!("prompt tokens: {ids:?}");
+    // `--keep -1` keeps the whole prompt (llama-cli's meaning).
+    let bos = session.tokenizer().bos_id();
+    let mut opts = opts;
+    opts.shift = args.gen.context.policy(
+        session.context_size(),
+        ids.len(),
+        bos.is_some() && ids.first() == bos.as_ref(),
+    );
     let mut stdout = std::io::stdout().lock();
     let completion = if args.json {
         session.generate(
@@ -156,13 +168,17 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub fn summary(c: &Completion) -> String {
     let s = &c.stats;
     format!(
-        "[{} prompt tokens ({} reused), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s; finish: {}]",
+        "[{} prompt tokens ({} reused), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s; finish: {}{}]",
         s.prompt_tokens,
         s.reused_tokens,
         s.generated_tokens,
         s.prefill_tokens_per_s(),
         s.decode_tokens_per_s(),
-        c.finish_reason
+        c.finish_reason,
+        match s.n_discarded {
+            0 => String::new(),
+            n => format!("; truncated: {n} tokens discarded in {} shifts", s.shifts),
+        }
     )
 }
 
@@ -184,6 +200,8 @@ fn completion_json(
         "tokens": c.tokens,
         "prompt_tokens": s.prompt_tokens,
         "generated_tokens": s.generated_tokens,
+        "truncated": s.n_discarded > 0,
+        "n_discarded": s.n_discarded,
         "seed": seed,
         "timings": {
             "load_ms": ms(load_time),

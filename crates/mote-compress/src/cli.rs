@@ -57,6 +57,71 @@ pub struct PerplexityArgs {
     /// q4_k, ...), to measure a type without writing a file.
     #[arg(long = "quantize", value_name = "TYPE", value_parser = mote_model::parse_quantize_type)]
     pub quantize: Option<mote_tensor::DType>,
+    /// Score the whole text (or --chunks × --ctx-size tokens of it) through a cache of
+    /// --ctx-size positions, token by token: `sinks` (4 attention sinks + a rolling
+    /// window, shifted in place), `window` (rolling window only) or `strided` (windows
+    /// recomputed every --stride tokens). Scores tokens ctx.. in all three.
+    #[arg(long = "kv-window", value_name = "MODE")]
+    pub kv_window: Option<crate::streaming::KvWindow>,
+    /// --kv-window sinks/window: tokens dropped each time the cache is full.
+    #[arg(long, default_value_t = 1)]
+    pub evict: usize,
+    /// --kv-window strided: tokens scored per recomputed window [default: ctx/4].
+    #[arg(long)]
+    pub stride: Option<usize>,
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| CompressError::Invalid(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// `mote perplexity --kv-window`: a long text through a small cache.
+fn run_long(args: &PerplexityArgs, mode: crate::streaming::KvWindow) -> Result<()> {
+    let (model, tokenizer) = load_model_quantized(&args.model, args.threads, args.quantize)?;
+    let text = read_text(&args.file)?;
+    let mut tokens = tokenize_text(&tokenizer, &text);
+    let ctx = args.ctx_size.unwrap_or(256);
+    if let Some(c) = args.chunks {
+        tokens.truncate(c.saturating_mul(ctx));
+    }
+    let pb = bar(
+        0,
+        "{spinner} {msg} [{bar:30}] {pos}/{len} tokens {elapsed_precise}",
+    );
+    pb.set_message(format!("{mode:?}"));
+    let report = crate::streaming::evaluate_long(
+        &model,
+        &tokens,
+        ctx,
+        mode,
+        args.evict,
+        args.stride.unwrap_or(ctx / 4),
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    );
+    pb.finish_and_clear();
+    let report = report?;
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "{:?}: cache {} positions ({} KiB at most), {} of {} tokens scored, {} positions run, {:.1} s",
+        report.mode,
+        report.ctx,
+        report.max_cache_bytes / 1024,
+        report.scored_tokens,
+        report.tokens_in_text,
+        report.positions_run,
+        report.seconds
+    );
+    println!("PPL = {:.4} +/- {:.5}", report.ppl, report.ppl_error);
+    Ok(())
 }
 
 fn bar(total: u64, template: &str) -> ProgressBar {
@@ -151,14 +216,12 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<PerplexityReport> {
 
 /// `mote perplexity`.
 pub fn run_perplexity(args: &PerplexityArgs) -> Result<()> {
+    if let Some(mode) = args.kv_window {
+        return run_long(args, mode);
+    }
     let report = perplexity(args)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| CompressError::Invalid(e.to_string()))?
-        );
-        return Ok(());
+        return print_json(&report);
     }
     println!(
         "{} windows of {} tokens, {} tokens scored, {:.1} s",

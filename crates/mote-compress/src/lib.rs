@@ -14,5 +14,6 @@ pub mod kl;
 pub mod perplexity;
 pub mod prune;
 pub mod quantize;
+pub mod streaming;
 
 pub use error::{CompressError, Result};

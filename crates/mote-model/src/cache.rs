@@ -156,6 +156,23 @@ impl KvCache {
         (self.k_type, self.v_type)
     }
 
+    /// The keys of position `pos` in layer `layer` (all K/V heads, `n_head_kv ×
+    /// head_dim_k` values, already rotated), decoded to f32; `None` past the end.
+    pub fn key_row(&self, layer: usize, pos: usize) -> Option<Vec<f32>> {
+        let keys = &self.layers.get(layer)?.k;
+        if pos >= self.len {
+            return None;
+        }
+        let pos_bytes = self.n_head_kv * self.k_row_bytes();
+        let mut out = vec![0f32; self.n_head_kv * self.head_dim_k];
+        decode_into(
+            self.k_type,
+            &keys[pos * pos_bytes..(pos + 1) * pos_bytes],
+            &mut out,
+        );
+        Some(out)
+    }
+
     /// Bytes of keys and values held now (all layers).
     pub fn memory_bytes(&self) -> usize {
         self.layers.iter().map(|l| l.k.len() + l.v.len()).sum()
@@ -165,6 +182,59 @@ impl KvCache {
     pub fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n);
         self.shrink_layers();
+    }
+
+    /// Removes positions `start..start + n` and moves the later ones down by `n`, in
+    /// place, in every layer. The moved keys keep the rotation of their old positions;
+    /// [`crate::Model::shift_cache`] re-rotates them (use that, not this, on a model's
+    /// cache). Does nothing when the range is empty or past the end.
+    pub(crate) fn remove_positions(&mut self, start: usize, n: usize) {
+        let len = self.len;
+        if n == 0 || start >= len {
+            return;
+        }
+        let n = n.min(len - start);
+        let k_pos = self.n_head_kv * self.k_row_bytes();
+        let v_pos = self.n_head_kv * self.v_row_bytes();
+        let transposed = self.v_transposed();
+        let eb = self.v_type.bytes_for(1);
+        for layer in &mut self.layers {
+            layer.k.drain(start * k_pos..(start + n) * k_pos);
+            if transposed {
+                let slots = layer.v_slots;
+                for row in layer.v.chunks_exact_mut(slots * eb) {
+                    row.copy_within((start + n) * eb..len * eb, start * eb);
+                }
+            } else {
+                layer.v.drain(start * v_pos..(start + n) * v_pos);
+            }
+        }
+        self.len -= n;
+    }
+
+    /// Decodes the keys of each position in `positions` of layer `il` (all its K/V heads,
+    /// `n_head_kv * head_dim_k` values), lets `f` change them, and stores them back in the
+    /// cache's precision (F16 and Q8_0 round again).
+    pub(crate) fn map_keys(
+        &mut self,
+        il: usize,
+        positions: std::ops::Range<usize>,
+        f: &mut dyn FnMut(&mut [f32]),
+    ) {
+        let width = self.n_head_kv * self.head_dim_k;
+        let pos_bytes = self.n_head_kv * self.k_row_bytes();
+        let k_type = self.k_type;
+        let mut row = vec![0f32; width];
+        let mut encoded = Vec::with_capacity(pos_bytes);
+        let keys = &mut self.layers[il].k;
+        for p in positions.start..positions.end.min(self.len) {
+            let bytes = &mut keys[p * pos_bytes..(p + 1) * pos_bytes];
+            decode_into(k_type, bytes, &mut row);
+            f(&mut row);
+            encoded.clear();
+            append_encoded(&mut encoded, k_type, &row);
+            bytes.copy_from_slice(&encoded);
+        }
     }
 
     /// Marks `n` more positions as filled (their K/V were written to every layer).
@@ -257,6 +327,33 @@ impl KvCache {
     }
 }
 
+/// Decodes `bytes` (whole rows stored as `p`) into `out`.
+pub(crate) fn decode_into(p: KvPrecision, bytes: &[u8], out: &mut [f32]) {
+    match p {
+        KvPrecision::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        KvPrecision::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        KvPrecision::Q8_0 => {
+            for (o, b) in out
+                .chunks_exact_mut(Q8_BLOCK)
+                .zip(bytes.chunks_exact(2 + Q8_BLOCK))
+            {
+                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                for (v, &q) in o.iter_mut().zip(&b[2..]) {
+                    *v = d * (q as i8) as f32;
+                }
+            }
+        }
+    }
+}
+
 /// Appends `x` to `out` encoded as `p` (`x.len()` a multiple of 32 for Q8_0).
 fn append_encoded(out: &mut Vec<u8>, p: KvPrecision, x: &[f32]) {
     out.reserve(p.bytes_for(x.len()));
@@ -334,6 +431,47 @@ mod tests {
             f32::from_le_bytes(layer.v[o..o + 4].try_into().unwrap())
         };
         assert_eq!((at(0, 0), at(0, 69), at(1, 33)), (0.0, 69.0, -33.0));
+    }
+
+    #[test]
+    fn removing_positions_moves_the_later_ones_down() {
+        for p in KvPrecision::ALL {
+            let mut c = KvCache::new(2, 1, (32, 32), 100, (p, p));
+            for pos in 0..40 {
+                for il in 0..2 {
+                    let x = [pos as f32; 32];
+                    c.write(il, &x, &x, 1);
+                }
+                c.commit(1);
+            }
+            c.remove_positions(4, 10);
+            assert_eq!(c.len(), 30);
+            let mut seen = Vec::new();
+            c.map_keys(1, 0..100, &mut |row| seen.push(row[0]));
+            let want: Vec<f32> = (0..4).chain(14..40).map(|v| v as f32).collect();
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 0.02);
+            assert!(
+                seen.len() == want.len() && close(&seen, &want),
+                "{p}: {seen:?}"
+            );
+            // Values moved the same way (transposed or not).
+            let layer = &c.layers[0];
+            let value = |pos: usize| {
+                let mut out = [0f32; 32];
+                if c.v_transposed() {
+                    let eb = c.v_type.bytes_for(1);
+                    let mut one = [0f32; 1];
+                    decode_into(c.v_type, &layer.v[pos * eb..(pos + 1) * eb], &mut one);
+                    out[0] = one[0];
+                } else {
+                    let rb = c.v_row_bytes();
+                    decode_into(c.v_type, &layer.v[pos * rb..(pos + 1) * rb], &mut out);
+                }
+                out[0]
+            };
+            let got = [value(3), value(4), value(29)];
+            assert!(close(&got, &[3.0, 14.0, 39.0]), "{p}: {got:?}");
+        }
     }
 
     #[test]

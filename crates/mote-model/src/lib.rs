@@ -216,6 +216,50 @@ impl Model {
         )
     }
 
+    /// Context shift: removes positions `start..start + n` of `cache` and moves the later
+    /// ones down by `n`, re-rotating their keys by `-n` positions (RoPE applied to the cache
+    /// in place, with each layer's own RoPE settings; F16 and Q8_0 keys are rounded again)
+    /// instead of recomputing them. The result is the cache a run of the kept tokens at
+    /// their new positions would have made, up to that rounding; for sliding-window layers
+    /// the window then counts new positions, as it would in that run. Also the eviction
+    /// step of attention sinks (StreamingLLM).
+    pub fn shift_cache(
+        &self,
+        cache: &mut KvCache,
+        start: usize,
+        n: usize,
+    ) -> Result<(), ModelError> {
+        if start + n > cache.len() {
+            return Err(ModelError::Invalid(format!(
+                "cannot discard positions {start}..{} of a cache holding {}",
+                start + n,
+                cache.len()
+            )));
+        }
+        if cache.layers.len() != self.config.n_layer {
+            return Err(ModelError::Invalid(
+                "the cache was made by a different model".into(),
+            ));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        cache.remove_positions(start, n);
+        let tables: Vec<_> = self
+            .ropes
+            .iter()
+            .map(|r| r.delta_table(-(n as i64)))
+            .collect();
+        let dk = self.config.head_dim_k;
+        let end = cache.len();
+        for il in 0..self.config.n_layer {
+            let ri = self.layer_rope[il];
+            let (rope, table) = (&self.ropes[ri], &tables[ri]);
+            cache.map_keys(il, start..end, &mut |row| rope.apply(table, 0, row, dk));
+        }
+        Ok(())
+    }
+
     /// Runs `tokens` at positions `cache.len()..`, appending them to the cache. Returns
     /// the logits of the last token (`vocab_size` values), or of every token
     /// (`tokens.len() * vocab_size`, row-major) when `all_logits` is set.

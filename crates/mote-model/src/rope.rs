@@ -99,6 +99,25 @@ impl Rope {
         }
     }
 
+    /// The rotation that moves an already-rotated vector from position `p` to `p + delta`
+    /// (angles are linear in the position), as a one-row table for [`Rope::apply`].
+    /// Computed in f64 so that re-rotating adds as little error as possible.
+    pub fn delta_table(&self, delta: i64) -> RopeTable {
+        let ts = self.theta_scale as f64;
+        let mut theta = delta as f64;
+        let mut t = RopeTable {
+            n_pairs: self.factors.len(),
+            ..Default::default()
+        };
+        for &ff in &self.factors {
+            let a = self.scale as f64 * (theta / ff as f64);
+            t.cos.push(a.cos() as f32);
+            t.sin.push(a.sin() as f32);
+            theta *= ts;
+        }
+        t
+    }
+
     /// Rotates every `head_dim`-long head in `x` (the `t`-th token's heads), in place.
     pub fn apply(&self, table: &RopeTable, t: usize, x: &mut [f32], head_dim: usize) {
         let cos = &table.cos[t * table.n_pairs..(t + 1) * table.n_pairs];
@@ -150,6 +169,22 @@ mod tests {
             assert!((n0 - n1).abs() < 1e-4);
             // Dimensions past n_rot are untouched.
             assert_eq!(&x[4..], &orig[4..]);
+        }
+    }
+
+    #[test]
+    fn delta_rotation_moves_between_positions() {
+        for style in [RopeStyle::Adjacent, RopeStyle::Neox] {
+            let rope = Rope::new(style, 8, 10_000.0, 0.5, Some(&[1.0, 2.0, 1.0, 4.0]));
+            let table = rope.table(0..200);
+            let orig: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+            let (mut at_150, mut at_40) = (orig.clone(), orig.clone());
+            rope.apply(&table, 150, &mut at_150, 8);
+            rope.apply(&table, 40, &mut at_40, 8);
+            rope.apply(&rope.delta_table(-110), 0, &mut at_150, 8);
+            for (a, b) in at_150.iter().zip(&at_40) {
+                assert!((a - b).abs() < 1e-5, "{a} {b}");
+            }
         }
     }
 

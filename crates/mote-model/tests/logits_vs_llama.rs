@@ -21,6 +21,8 @@
 //!   llama.cpp's own builds for those CPUs do; there the argmax is checked strictly only
 //!   where llama.cpp's top token leads the runner-up clearly.
 
+mod common;
+use common::model_path;
 use std::path::PathBuf;
 
 use mote_model::{LoadOptions, Model};
@@ -70,22 +72,6 @@ fn read_fixture(name: &str) -> Fixture {
     }
     assert_eq!(pos, bytes.len());
     Fixture { vocab, texts }
-}
-
-fn model_path(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MOTE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    let p = dir.join(file);
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("MOTE_REQUIRE_MODELS").is_none(),
-        "{file} missing: run scripts/fetch-models.sh all"
-    );
-    eprintln!("skipping: {} not found", p.display());
-    None
 }
 
 /// A lead (in nats) of llama.cpp's top token over its second that rounding noise does

@@ -29,7 +29,16 @@ pub struct GenerationBody {
     pub stop: Option<StopField>,
     pub seed: Option<i64>,
     pub n: Option<u32>,
-    /// `/chat` only: wrap the prompt in the chat template as one user turn.
+    /// llama-server's DRY fields (see `mote_session::dry`).
+    pub dry_multiplier: Option<f32>,
+    pub dry_base: Option<f32>,
+    pub dry_allowed_length: Option<u32>,
+    pub dry_penalty_last_n: Option<i32>,
+    pub dry_sequence_breakers: Option<Vec<String>>,
+    /// `/chat` only: `true` sends the prompt to the model as is (plain completion)
+    /// instead of as one user turn through the chat template.
+    pub raw: Option<bool>,
+    /// `/chat` only, the older spelling: `false` means `"raw": true`.
     pub chat_template: Option<bool>,
 }
 
@@ -108,6 +117,16 @@ impl GenerationBody {
         check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
         check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
         check_range("repeat_penalty", self.repeat_penalty, 0.0, 10.0)?;
+        check_range("dry_multiplier", self.dry_multiplier, 0.0, 100.0)?;
+        check_range("dry_base", self.dry_base, 1.0, 100.0)?;
+        if let Some(b) = &self.dry_sequence_breakers {
+            if b.len() > MAX_STOPS {
+                return Err(ApiError::invalid_param(
+                    "dry_sequence_breakers",
+                    format!("At most {MAX_STOPS} sequence breakers are supported."),
+                ));
+            }
+        }
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(ApiError::invalid_param(
@@ -148,6 +167,14 @@ impl GenerationBody {
                 frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
                 repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
                 repeat_last_n: d.repeat_last_n,
+                dry_multiplier: self.dry_multiplier.unwrap_or(d.dry_multiplier),
+                dry_base: self.dry_base.unwrap_or(d.dry_base),
+                dry_allowed_length: self.dry_allowed_length.unwrap_or(d.dry_allowed_length),
+                dry_penalty_last_n: self.dry_penalty_last_n.unwrap_or(d.dry_penalty_last_n),
+                dry_sequence_breakers: self
+                    .dry_sequence_breakers
+                    .clone()
+                    .unwrap_or_else(|| d.dry_sequence_breakers.clone()),
                 // Negative seeds are accepted and reinterpreted, as any 64 bits will do.
                 seed: self
                     .seed

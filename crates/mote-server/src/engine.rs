@@ -36,6 +36,12 @@ pub trait Frontend: Send + Sync + 'static {
     /// The conversation rendered with the model's chat template, ending with the opening
     /// of the assistant's turn.
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError>;
+    /// The conversation rendered without the opening of a new assistant turn: where the
+    /// next message would begin. `None` when the engine cannot say.
+    fn render_chat_prefix(&self, messages: &[ChatMessage]) -> Option<String> {
+        let _ = messages;
+        None
+    }
     /// Raw bytes of one token as shown in generated text (empty for control tokens);
     /// streaming concatenates them and emits complete UTF-8.
     fn token_bytes(&self, id: u32) -> Vec<u8>;
@@ -43,6 +49,16 @@ pub trait Frontend: Send + Sync + 'static {
     fn is_eog(&self, id: u32) -> bool;
     /// Stop strings the chat format needs (formats without an end-of-turn token).
     fn chat_stops(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Whether the model has a chat format of its own (its file's template, or a built-in
+    /// one its architecture or vocabulary calls for) rather than the plain transcript.
+    fn has_chat_template(&self) -> bool {
+        true
+    }
+    /// Ids of the tokens whose text contains one of `breakers` (DRY's sequence breakers).
+    fn breaker_tokens(&self, breakers: &[String]) -> Vec<u32> {
+        let _ = breakers;
         Vec::new()
     }
 }
@@ -53,6 +69,14 @@ pub trait Backend: Send + 'static {
     fn cache_len(&self, slot: usize) -> usize;
     /// Forget positions `n..` of `slot`'s cache.
     fn truncate(&mut self, slot: usize, n: usize);
+    /// Context shift: drops positions `start..start + n` of `slot`'s cache and moves the
+    /// later ones down (keys re-rotated in place).
+    fn shift(&mut self, slot: usize, start: usize, n: usize) -> Result<(), EngineError> {
+        let _ = (slot, start, n);
+        Err(EngineError::Model(
+            "this engine cannot shift a context".into(),
+        ))
+    }
     /// Runs `tokens` at the end of `slot`'s cache and returns the last token's logits.
     fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
     /// Runs each entry's tokens at the end of its slot's cache and returns each entry's

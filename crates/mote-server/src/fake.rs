@@ -88,6 +88,15 @@ impl Backend for FakeBackend {
             *l = (*l).min(n);
         }
     }
+    fn shift(&mut self, slot: usize, start: usize, n: usize) -> Result<(), EngineError> {
+        match self.lens.get_mut(slot) {
+            Some(l) if start + n <= *l => {
+                *l -= n;
+                Ok(())
+            }
+            _ => Err(EngineError::Model(format!("bad shift of slot {slot}"))),
+        }
+    }
     fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);

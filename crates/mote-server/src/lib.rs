@@ -15,10 +15,12 @@
 //! own thread and interleaves `--parallel` slots; [`routes`] is the HTTP layer.
 
 pub mod api;
+pub mod context;
 pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod fake;
+pub mod flags;
 pub mod metrics;
 pub mod model_engine;
 pub mod routes;
@@ -101,6 +103,10 @@ pub struct ServeArgs {
     /// Default seed for requests without one; unset: a fresh seed per request.
     #[arg(long)]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub dry: flags::DryArgs,
+    #[command(flatten)]
+    pub context: flags::ContextArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +126,7 @@ pub enum ServerError {
 
 impl ServeArgs {
     fn sampling(&self) -> SamplerConfig {
-        SamplerConfig {
+        let mut config = SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -130,7 +136,10 @@ impl ServeArgs {
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             seed: 0,
-        }
+            ..Default::default()
+        };
+        self.dry.apply(&mut config);
+        config
     }
 }
 
@@ -225,6 +234,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
     if args.parallel == 0 {
         return Err(ServerError::Flag("--parallel must be at least 1".into()));
     }
+    args.context.validate().map_err(ServerError::Flag)?;
     let opts = LoadOptions {
         threads: args.threads,
         cache_type_k: args.cache_type_k,
@@ -243,6 +253,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
         seed: args.seed,
         max_tokens: (args.n_predict > 0).then_some(args.n_predict),
         ignore_eos: args.ignore_eos,
+        context: args.context.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -126,6 +126,13 @@ impl Frontend for ModelFrontend {
             .render(&messages, true)
             .map_err(|e| EngineError::Template(e.to_string()))
     }
+    fn render_chat_prefix(&self, messages: &[ChatMessage]) -> Option<String> {
+        let messages: Vec<mote_session::ChatMessage> = messages
+            .iter()
+            .map(|m| mote_session::ChatMessage::new(&m.role, &m.content))
+            .collect();
+        self.template.render(&messages, false).ok()
+    }
     fn token_bytes(&self, id: u32) -> Vec<u8> {
         if TokenCodec::is_control(&self.tokenizer, id) {
             Vec::new()
@@ -138,6 +145,12 @@ impl Frontend for ModelFrontend {
     }
     fn chat_stops(&self) -> Vec<String> {
         self.template.stop_strings()
+    }
+    fn has_chat_template(&self) -> bool {
+        !self.template.is_plain()
+    }
+    fn breaker_tokens(&self, breakers: &[String]) -> Vec<u32> {
+        mote_session::dry::breaker_tokens(&self.tokenizer, breakers)
     }
 }
 
@@ -152,6 +165,15 @@ impl Backend for ModelBackend {
         if let Some(c) = self.caches.get_mut(slot) {
             c.truncate(n);
         }
+    }
+    fn shift(&mut self, slot: usize, start: usize, n: usize) -> Result<(), EngineError> {
+        let cache = self
+            .caches
+            .get_mut(slot)
+            .ok_or_else(|| EngineError::Model(format!("no slot {slot}")))?;
+        self.model
+            .shift_cache(cache, start, n)
+            .map_err(|e| EngineError::Model(e.to_string()))
     }
     fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         let cache = self

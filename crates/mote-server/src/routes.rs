@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// Never end at an end-of-generation token (their logits are masked): answers run to
     /// their token limit. For benchmarks and tests, as llama-server's `--ignore-eos`.
     pub ignore_eos: bool,
+    /// `--context-shift`, `--keep`, `--streaming`.
+    pub context: crate::flags::ContextArgs,
 }
 
 pub struct AppState {
@@ -207,52 +209,58 @@ async fn models(State(state): State<Shared>) -> Json<Value> {
     }))
 }
 
-/// Tokenizes, checks the context and queues a generation; returns its event stream.
+/// How a request's prompt is given.
+enum PromptInput<'a> {
+    Text(&'a str),
+    /// Messages, and the tokens the answer should have room for.
+    Chat(&'a [ChatMessage], usize),
+}
+
+/// Tokenizes, fits the context (see [`crate::context`]) and queues a generation; returns
+/// its event stream.
 fn start(
     state: &AppState,
-    prompt_text: &str,
+    input: PromptInput,
     params: GenParams,
-) -> Result<(UnboundedReceiver<GenEvent>, usize), ApiError> {
-    let prompt = state.frontend.tokenize(prompt_text);
-    if prompt.is_empty() {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            "The prompt is empty: give at least one token of text.",
-        ));
-    }
+) -> Result<UnboundedReceiver<GenEvent>, ApiError> {
     let n_ctx = state.config.n_ctx;
-    // One position must stay free for the first generated token.
-    if prompt.len() >= n_ctx {
-        return Err(ApiError::invalid(format!(
-            "This model's context holds {n_ctx} tokens per slot, but the prompt has {} tokens. \
-             Shorten the prompt or start the server with a larger --ctx-size.",
-            prompt.len()
-        ))
-        .with_code("context_length_exceeded"));
-    }
+    let frontend = &*state.frontend;
+    let policy = |first: usize, bos: bool| state.config.context.policy(n_ctx, first, bos);
+    let fitted = match input {
+        PromptInput::Text(text) => crate::context::fit_prompt(frontend, n_ctx, policy, text)?,
+        PromptInput::Chat(messages, room) => {
+            crate::context::fit_chat(frontend, n_ctx, policy, messages, room)?
+        }
+    };
     let max_tokens = params
         .max_tokens
         .or(state.config.max_tokens)
         .unwrap_or(n_ctx);
-    let sampler =
+    let mut sampler =
         Sampler::new(params.sampling, n_ctx).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if sampler.needs_dry_breakers() {
+        let breakers = &sampler.config().dry_sequence_breakers;
+        sampler.set_dry_breakers(state.frontend.breaker_tokens(breakers));
+    }
     let (tx, rx) = unbounded_channel();
-    let n_prompt = prompt.len();
     state
         .scheduler
         .submit(GenRequest {
-            prompt,
+            prompt: fitted.tokens,
             max_tokens,
             stops: params.stops,
             sampler,
             events: tx,
             arrived: Instant::now(),
+            shift: fitted.shift,
+            turn_starts: fitted.turn_starts,
+            n_discarded: fitted.n_discarded,
         })
         .map_err(|e| match e {
             SubmitError::QueueFull(_) => ApiError::busy(e.to_string()),
             SubmitError::ShuttingDown => ApiError::unavailable(e.to_string()),
         })?;
-    Ok((rx, n_prompt))
+    Ok(rx)
 }
 
 /// Waits for a whole generation.
@@ -270,11 +278,17 @@ async fn collect(
     Err(ApiError::internal("the generation ended without a result"))
 }
 
+/// Token limit of a `/chat` answer when neither the request (`max_tokens`) nor the
+/// server (`--n-predict`) gives one; the web page sends the same default.
+pub const CHAT_DEFAULT_MAX_TOKENS: usize = 512;
+
 /// `POST /chat {"prompt": "..."}` → `{"response": "..."}`.
 ///
-/// The prompt is a plain completion prompt, passed to the model as is. With
-/// `"chat_template": true` it is instead sent as one user turn through the model's chat
-/// template, which is what an instruction-tuned model expects.
+/// The prompt is one user turn sent through the model's chat template (when the model has
+/// a chat format; a plain completion otherwise), which is what an instruction-tuned model
+/// expects. `"raw": true` (or the older `"chat_template": false`) passes the prompt to the
+/// model as is. Answers end at [`CHAT_DEFAULT_MAX_TOKENS`] unless `max_tokens` says
+/// otherwise.
 async fn chat_simple(
     State(state): State<Shared>,
     JsonBody(body): JsonBody<GenerationBody>,
@@ -296,28 +310,37 @@ async fn chat_simple(
         }
     };
     let mut params = body.params(&state.config.sampling, state.config.seed)?;
-    let text = if body.chat_template == Some(true) {
+    if params.max_tokens.is_none() && state.config.max_tokens.is_none() {
+        params.max_tokens = Some(CHAT_DEFAULT_MAX_TOKENS);
+    }
+    let raw = body.raw.unwrap_or(body.chat_template == Some(false));
+    let messages = [ChatMessage {
+        role: "user".into(),
+        content: prompt,
+    }];
+    let input = if !raw && state.frontend.has_chat_template() {
         params.stops.extend(state.frontend.chat_stops());
-        render(
-            &state,
-            &[ChatMessage {
-                role: "user".into(),
-                content: prompt,
-            }],
-        )?
+        PromptInput::Chat(
+            &messages,
+            params.max_tokens.unwrap_or(CHAT_DEFAULT_MAX_TOKENS),
+        )
     } else {
-        prompt
+        PromptInput::Text(&messages[0].content)
     };
-    let (rx, _) = start(&state, &text, params)?;
-    let (response, _, _) = collect(rx).await?;
-    Ok(Json(json!({ "response": response })))
+    let rx = start(&state, input, params)?;
+    let (response, finish, usage) = collect(rx).await?;
+    let mut out = json!({ "response": response, "finish_reason": finish });
+    add_shift_fields(&mut out, &usage);
+    Ok(Json(out))
 }
 
-fn render(state: &AppState, messages: &[ChatMessage]) -> Result<String, ApiError> {
-    state
-        .frontend
-        .render_chat(messages)
-        .map_err(|e| ApiError::invalid_param("messages", e.to_string()))
+/// `truncated` and `n_discarded` (llama-server's names) when context shift dropped
+/// anything.
+fn add_shift_fields(out: &mut Value, usage: &Usage) {
+    if usage.n_discarded > 0 {
+        out["truncated"] = json!(true);
+        out["n_discarded"] = json!(usage.n_discarded);
+    }
 }
 
 async fn chat_completions(
@@ -328,8 +351,11 @@ async fn chat_completions(
     let messages = body.messages()?;
     let mut params = body.params(&state.config.sampling, state.config.seed)?;
     params.stops.extend(state.frontend.chat_stops());
-    let prompt = render(&state, &messages)?;
-    let (rx, _) = start(&state, &prompt, params)?;
+    let room = params
+        .max_tokens
+        .or(state.config.max_tokens)
+        .unwrap_or(state.config.n_ctx / 4);
+    let rx = start(&state, PromptInput::Chat(&messages, room), params)?;
     let id = state.new_id("chatcmpl");
     let model = state.frontend.model_id().to_string();
     let created = unix_time();
@@ -366,7 +392,7 @@ async fn chat_completions(
         return Ok(Sse::new(stream).into_response());
     }
     let (text, finish, usage) = collect(rx).await?;
-    Ok(Json(json!({
+    let mut out = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": null,
         "choices": [{
@@ -376,8 +402,9 @@ async fn chat_completions(
             "finish_reason": finish,
         }],
         "usage": usage,
-    }))
-    .into_response())
+    });
+    add_shift_fields(&mut out, &usage);
+    Ok(Json(out).into_response())
 }
 
 async fn completions(
@@ -387,7 +414,7 @@ async fn completions(
     state.check_model(body.model.as_deref())?;
     let prompt = body.prompt()?;
     let params = body.params(&state.config.sampling, state.config.seed)?;
-    let (rx, _) = start(&state, &prompt, params)?;
+    let rx = start(&state, PromptInput::Text(&prompt), params)?;
     let id = state.new_id("cmpl");
     let model = state.frontend.model_id().to_string();
     let created = unix_time();
@@ -423,13 +450,14 @@ async fn completions(
         return Ok(Sse::new(stream).into_response());
     }
     let (text, finish, usage) = collect(rx).await?;
-    Ok(Json(json!({
+    let mut out = json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
         "system_fingerprint": null,
         "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
         "usage": usage,
-    }))
-    .into_response())
+    });
+    add_shift_fields(&mut out, &usage);
+    Ok(Json(out).into_response())
 }
 
 enum Piece {

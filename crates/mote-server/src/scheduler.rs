@@ -25,8 +25,10 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{Backend, Frontend};
 use crate::metrics::Metrics;
+use mote_session::dry::CycleDetector;
+use mote_session::shift::shift_positions;
 use mote_session::stream::TextStream;
-use mote_session::Sampler;
+use mote_session::{Sampler, ShiftPolicy};
 
 /// Tokens per step, decode tokens and prompt chunks together (llama.cpp's `n_batch`):
 /// large enough that prompt processing runs at full matrix-product speed, small enough
@@ -55,6 +57,9 @@ fn share_budget(wanted: &[usize], budget: usize) -> Vec<usize> {
 pub enum FinishReason {
     Stop,
     Length,
+    /// The answer was stuck repeating one short block of tokens and was ended (see
+    /// `mote_session::dry::CycleDetector`).
+    Repetition,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +67,10 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// Tokens context shift dropped (prompt truncation and shifts while generating);
+    /// reported next to `usage` as `n_discarded` / `truncated`.
+    #[serde(skip)]
+    pub n_discarded: usize,
 }
 
 #[derive(Debug)]
@@ -79,6 +88,12 @@ pub struct GenRequest {
     pub sampler: Sampler,
     pub events: UnboundedSender<GenEvent>,
     pub arrived: Instant,
+    /// How to make room when the context fills (`--context-shift`, `--streaming`).
+    pub shift: Option<ShiftPolicy>,
+    /// Where the prompt's chat turns begin, so shifts drop whole turns.
+    pub turn_starts: Vec<usize>,
+    /// Prompt tokens already dropped to make the prompt fit.
+    pub n_discarded: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +234,12 @@ struct Active {
     generated: Vec<u32>,
     sampler: Sampler,
     text: TextStream,
+    cycles: CycleDetector,
+    shift: Option<ShiftPolicy>,
+    turn_starts: Vec<usize>,
+    /// Where the answer begins in the slot's cache (moves with shifts).
+    answer_start: usize,
+    n_discarded: usize,
     arrived: Instant,
     first_token: bool,
 }
@@ -363,6 +384,7 @@ impl Worker {
         if !self.banned.is_empty() {
             sampler.set_banned(self.banned.clone());
         }
+        let answer_start = req.prompt.len();
         s.job = Some(Active {
             events: req.events,
             sampler,
@@ -371,6 +393,11 @@ impl Worker {
             max_tokens: req.max_tokens,
             generated: Vec::new(),
             text: TextStream::new(&req.stops),
+            cycles: CycleDetector::default(),
+            shift: req.shift,
+            turn_starts: req.turn_starts,
+            answer_start,
+            n_discarded: req.n_discarded,
             arrived: req.arrived,
             first_token: false,
         });
@@ -396,6 +423,12 @@ impl Worker {
             if job.prefilled < job.prompt.len() {
                 prefill.push((i, job.prompt.len() - job.prefilled));
             } else if let Some(&last) = job.generated.last() {
+                if self.backend.cache_len(i) >= self.n_ctx {
+                    if let Err(e) = self.make_room(i) {
+                        self.settle(i, Outcome::Failed(e));
+                        continue;
+                    }
+                }
                 decode.push((i, last));
             }
         }
@@ -515,11 +548,46 @@ impl Worker {
         if piece.stopped {
             return Outcome::Finished(FinishReason::Stop);
         }
-        // The sampled token still has to go into the cache before the next one.
-        if job.generated.len() >= job.max_tokens || cache_len + 1 > self.n_ctx {
+        // Under --ignore-eos (benchmarks) answers run to their limit whatever they say.
+        let stuck = job.cycles.push(token).filter(|_| self.banned.is_empty());
+        if let Some(block) = stuck {
+            tracing::info!("slot {slot}: answer stuck repeating a block of {block} tokens, ended");
+            return Outcome::Finished(FinishReason::Repetition);
+        }
+        // The sampled token still has to go into the cache before the next one (with
+        // context shift, room is made first).
+        let full = cache_len + 1 > self.n_ctx && job.shift.is_none();
+        if job.generated.len() >= job.max_tokens || full {
             return Outcome::Finished(FinishReason::Length);
         }
         Outcome::Continue
+    }
+
+    /// Context shift of a slot whose cache is full: drops whole turns (or the older half of
+    /// the answer) after the kept tokens, with the cache shifted in place.
+    fn make_room(&mut self, slot: usize) -> Result<(), String> {
+        let s = &mut self.slots[slot];
+        let Some(job) = &mut s.job else {
+            return Ok(());
+        };
+        let plan = job
+            .shift
+            .and_then(|p| p.plan(s.cached.len(), &job.turn_starts, job.answer_start))
+            .ok_or("the context is full and nothing can be dropped")?;
+        let (start, n) = plan;
+        self.backend
+            .shift(slot, start, n)
+            .map_err(|e| e.to_string())?;
+        s.cached.drain(start..start + n);
+        shift_positions(&mut job.turn_starts, start, n);
+        if job.answer_start >= start + n {
+            job.answer_start -= n;
+        } else if job.answer_start > start {
+            job.answer_start = start;
+        }
+        job.n_discarded += n;
+        tracing::info!("slot {slot}: context shift dropped {n} tokens at position {start}");
+        Ok(())
     }
 
     /// Sends the final events of a finished or failed slot and frees it.
@@ -545,6 +613,7 @@ impl Worker {
                     prompt_tokens: job.prompt.len(),
                     completion_tokens: job.generated.len(),
                     total_tokens: job.prompt.len() + job.generated.len(),
+                    n_discarded: job.n_discarded,
                 };
                 let _ = job.events.send(GenEvent::Done { finish, usage });
             }

@@ -62,6 +62,7 @@ fn harness(o: Opts) -> Harness {
             seed: Some(1),
             max_tokens: None,
             ignore_eos: o.ignore_eos,
+            context: Default::default(),
         },
     );
     let router = server.router();
@@ -478,10 +479,19 @@ async fn completions_and_simple_chat() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{text}");
-    assert_eq!(body, json!({"response": REPLY}));
-    let req = json!({"prompt": "Hello", "chat_template": true, "temperature": 0});
-    let (_, body, _) = send(&h.router, post("/chat", req.to_string())).await;
-    assert_eq!(body, json!({"response": REPLY}));
+    assert_eq!(body, json!({"response": REPLY, "finish_reason": "stop"}));
+    for raw in [
+        json!({"raw": true}),
+        json!({"chat_template": false}),
+        json!({}),
+    ] {
+        let mut req = json!({"prompt": "Hello", "temperature": 0});
+        req.as_object_mut()
+            .unwrap()
+            .extend(raw.as_object().unwrap().clone());
+        let (_, body, _) = send(&h.router, post("/chat", req.to_string())).await;
+        assert_eq!(body["response"], REPLY);
+    }
     for bad in [
         json!({}),
         json!({"prompt": ["a"]}),

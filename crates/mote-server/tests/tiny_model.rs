@@ -60,6 +60,7 @@ async fn tiny_model_serves_chat_and_completions() {
             seed: Some(7),
             max_tokens: Some(16),
             ignore_eos: false,
+            context: Default::default(),
         },
     );
     let router = server.router();
@@ -209,6 +210,7 @@ async fn concurrent_requests_match_their_solo_runs() {
                 seed: Some(3),
                 max_tokens: Some(10),
                 ignore_eos: false,
+                context: Default::default(),
             },
         );
         let router = server.router();

@@ -11,6 +11,7 @@ use mote_file::GgufFile;
 
 use crate::generate::{Completion, GenerateOptions, LogitsSource, Session, TokenCodec};
 use crate::sampling::Sampler;
+use crate::shift::ShiftPolicy;
 use crate::SessionError;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -166,6 +167,12 @@ impl ChatTemplate {
             Format::Jinja(_) => "jinja template from the model file".to_string(),
             Format::Builtin(f) => format!("built-in {} format", f.name()),
         }
+    }
+
+    /// Whether this is the plain `User:`/`Assistant:` transcript chosen for models with no
+    /// chat format of their own.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.format, Format::Builtin(BuiltinFormat::Plain))
     }
 
     /// Extra stop strings the format needs (formats without an end-of-turn token).
@@ -343,6 +350,12 @@ impl Chat {
     }
 
     /// One turn: render, generate (streaming through `on_text`), and remember both sides.
+    ///
+    /// With `opts.shift` (context shift), a conversation that no longer fits (with room for
+    /// a quarter-context reply) first loses its oldest whole turns, the system prompt
+    /// excepted; the dropped turns are cut out of the cache in place (later keys
+    /// re-rotated), and during generation a full context drops whole turns again.
+    /// `Completion::stats.n_discarded` counts every dropped token.
     pub fn respond<M: LogitsSource, T: TokenCodec>(
         &mut self,
         session: &mut Session<M, T>,
@@ -351,16 +364,105 @@ impl Chat {
         user: &str,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completion, SessionError> {
+        let mut opts = opts.clone();
+        opts.stop.extend(self.template.stop_strings());
+        let mut dropped = 0;
+        if let Some(policy) = opts.shift {
+            dropped = self.make_room(session, user)?;
+            let turns = self.turn_starts(session, user)?;
+            // The system prompt is always kept; --keep may ask for more.
+            let system_end = match self.messages.first() {
+                Some(m) if m.role == "system" => turns.get(1).copied().unwrap_or(0),
+                _ => 0,
+            };
+            opts.shift = Some(ShiftPolicy {
+                keep: policy.keep.max(system_end),
+                ..policy
+            });
+            opts.turn_starts = turns;
+        }
         let prompt = self.prompt_for(user)?;
         tracing::debug!("chat prompt: {prompt:?}");
         let ids = session.tokenize_prompt(&prompt);
-        let mut opts = opts.clone();
-        opts.stop.extend(self.template.stop_strings());
-        let completion = session.generate(&ids, sampler, &opts, on_text)?;
+        let mut completion = session.generate(&ids, sampler, &opts, on_text)?;
+        completion.stats.n_discarded += dropped;
         self.messages.push(ChatMessage::new("user", user));
         self.messages
             .push(ChatMessage::new("assistant", completion.text.trim_start()));
         Ok(completion)
+    }
+
+    /// Token positions where each message of the next prompt begins (the last entry is
+    /// where the new user turn begins).
+    fn turn_starts<M: LogitsSource, T: TokenCodec>(
+        &self,
+        session: &Session<M, T>,
+        user: &str,
+    ) -> Result<Vec<usize>, ChatError> {
+        let mut all = self.messages.clone();
+        all.push(ChatMessage::new("user", user));
+        let mut starts = vec![0];
+        for i in 1..all.len() {
+            let text = self.template.render(&all[..i], false)?;
+            starts.push(session.tokenize_prompt(&text).len());
+        }
+        Ok(starts)
+    }
+
+    /// Drops the oldest turns (after a system prompt) until the next prompt leaves a
+    /// quarter of the context for the reply; cuts them out of the session's cache in place
+    /// when the rest of the cached conversation is unchanged. Returns the tokens dropped.
+    fn make_room<M: LogitsSource, T: TokenCodec>(
+        &mut self,
+        session: &mut Session<M, T>,
+        user: &str,
+    ) -> Result<usize, SessionError> {
+        let n_ctx = session.context_size();
+        let fits = |chat: &Chat, session: &Session<M, T>| -> Result<(bool, usize), ChatError> {
+            let n = session.tokenize_prompt(&chat.prompt_for(user)?).len();
+            Ok((n + n_ctx / 4 <= n_ctx, n))
+        };
+        let first = usize::from(self.messages.first().is_some_and(|m| m.role == "system"));
+        let (mut ok, before) = fits(self, session)?;
+        let mut removed = 0;
+        while !ok && self.messages.len() > first {
+            // A user turn goes with the reply that followed it.
+            let n = if self.messages.len() > first + 1
+                && self.messages[first + 1].role == "assistant"
+            {
+                2
+            } else {
+                1
+            };
+            self.messages.drain(first..first + n);
+            removed += n;
+            ok = fits(self, session)?.0;
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        let after = fits(self, session)?.1;
+        let dropped = before.saturating_sub(after);
+        // Where the dropped turns sat in the cache: after the kept messages' tokens.
+        let start = match first {
+            0 => 0,
+            _ => session
+                .tokenize_prompt(&self.template.render(&self.messages[..first], false)?)
+                .len(),
+        };
+        let ids = session.tokenize_prompt(&self.prompt_for(user)?);
+        let cached = session.context_tokens();
+        let same_after = |d: usize| {
+            cached.len() > start + d
+                && ids.len() > start
+                && cached[..start] == ids[..start]
+                && cached[start + d] == ids[start]
+        };
+        if dropped > 0 && same_after(dropped) {
+            session.discard(start, dropped)?;
+        }
+        tracing::info!("context shift: dropped {removed} earlier messages ({dropped} tokens)");
+        Ok(dropped)
     }
 }
 

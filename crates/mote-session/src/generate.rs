@@ -8,6 +8,7 @@ use mote_model::{KvCache, Model, ModelError};
 use mote_tokenizer::Tokenizer;
 
 use crate::sampling::Sampler;
+use crate::shift::{shift_positions, truncate_prompt, ShiftPolicy};
 use crate::stream::TextStream;
 use crate::SessionError;
 
@@ -24,6 +25,13 @@ pub trait LogitsSource {
     fn truncate(&mut self, n: usize);
     /// Process `tokens` at positions `position()..`, returning the last token's logits.
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError>;
+    /// Drop positions `start..start + n` and move the later ones down (context shift).
+    fn discard(&mut self, start: usize, n: usize) -> Result<(), ModelError> {
+        let _ = (start, n);
+        Err(ModelError::Invalid(
+            "this model cannot shift its context".into(),
+        ))
+    }
 }
 
 /// What the session needs from a tokenizer; implemented by [`Tokenizer`] and by test fakes.
@@ -111,6 +119,9 @@ impl LogitsSource for ModelRunner {
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         self.model.forward(tokens, &mut self.cache, false)
     }
+    fn discard(&mut self, start: usize, n: usize) -> Result<(), ModelError> {
+        self.model.shift_cache(&mut self.cache, start, n)
+    }
 }
 
 /// Default context size: the trained context, capped at 4096 to keep the cache small.
@@ -132,6 +143,12 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Time the caller spent loading, counted into time-to-first-token.
     pub load_time: Duration,
+    /// Make room when the context is full (`--context-shift`, `--streaming`) instead of
+    /// stopping; a prompt longer than the context is then truncated as llama-server does.
+    /// Without `max_tokens`, generation then ends after one context's worth of tokens.
+    pub shift: Option<ShiftPolicy>,
+    /// Positions in the prompt where chat turns begin, so a shift drops whole turns.
+    pub turn_starts: Vec<usize>,
 }
 
 /// Why generation ended.
@@ -145,6 +162,9 @@ pub enum FinishReason {
     Context,
     /// The text callback asked to stop.
     Cancelled,
+    /// The last tokens were one short block repeated over and over (see
+    /// [`crate::dry::CycleDetector`]): the generation was stuck in a loop.
+    Repetition,
 }
 
 impl FinishReason {
@@ -154,6 +174,7 @@ impl FinishReason {
             FinishReason::Length => "length",
             FinishReason::Context => "context",
             FinishReason::Cancelled => "cancelled",
+            FinishReason::Repetition => "repetition",
         }
     }
 }
@@ -181,6 +202,10 @@ pub struct GenerationStats {
     /// Load time (as passed in) + prefill + first sample.
     pub time_to_first_token: Option<Duration>,
     pub total_time: Duration,
+    /// Tokens dropped from the context (prompt truncation and context shifts).
+    pub n_discarded: usize,
+    /// Context shifts during generation.
+    pub shifts: usize,
 }
 
 impl GenerationStats {
@@ -253,6 +278,18 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
         self.model.capacity()
     }
 
+    /// Drops positions `start..start + n` of the context, moving the later ones down with
+    /// their cached keys re-rotated (see `Model::shift_cache`): nothing is recomputed.
+    pub fn discard(&mut self, start: usize, n: usize) -> Result<(), SessionError> {
+        let end = (start + n).min(self.cached.len());
+        if start >= end {
+            return Ok(());
+        }
+        self.model.discard(start, end - start)?;
+        self.cached.drain(start..end);
+        Ok(())
+    }
+
     /// Empty the context.
     pub fn reset(&mut self) {
         self.model.truncate(0);
@@ -283,12 +320,37 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
             return Err(SessionError::EmptyPrompt);
         }
         let n_ctx = self.model.capacity();
+        let mut truncated = 0;
+        let shortened;
+        let prompt = match opts.shift {
+            Some(policy) if prompt.len() >= n_ctx => {
+                (shortened, truncated) = truncate_prompt(prompt, n_ctx, policy.keep);
+                tracing::info!(
+                    "the prompt of {} tokens does not fit the context of {n_ctx}: {truncated} dropped",
+                    prompt.len()
+                );
+                &shortened[..]
+            }
+            _ => prompt,
+        };
         if prompt.len() > n_ctx {
             return Err(SessionError::PromptTooLong {
                 tokens: prompt.len(),
                 n_ctx,
             });
         }
+        // With context shift the context never fills, so something else must end it.
+        let max_tokens = match (opts.max_tokens, opts.shift) {
+            (None, Some(_)) => Some(n_ctx),
+            (m, _) => m,
+        };
+        // Turn positions no longer hold after a truncation of the prompt.
+        let mut turn_starts = if truncated > 0 {
+            Vec::new()
+        } else {
+            opts.turn_starts.clone()
+        };
+        let mut answer_start = prompt.len();
         let vocab = self.model.vocab_size();
 
         // Reuse the shared prefix; at least one token must run to produce logits.
@@ -311,6 +373,11 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
         } else {
             sampler.set_banned(Vec::new());
         }
+        if sampler.needs_dry_breakers() {
+            let breakers = &sampler.config().dry_sequence_breakers;
+            sampler.set_dry_breakers(crate::dry::breaker_tokens(&self.tokenizer, breakers));
+        }
+        let mut cycles = crate::dry::CycleDetector::default();
 
         let suffix = &prompt[common..];
         tracing::debug!(
@@ -322,6 +389,7 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
         let mut stats = GenerationStats {
             prompt_tokens: prompt.len(),
             reused_tokens: common,
+            n_discarded: truncated,
             ..Default::default()
         };
         let mut logits = self.model.forward(suffix)?;
@@ -332,7 +400,7 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
         let mut text = String::new();
         let mut tokens = Vec::new();
         let finish = loop {
-            if opts.max_tokens.is_some_and(|max| tokens.len() >= max) {
+            if max_tokens.is_some_and(|max| tokens.len() >= max) {
                 break FinishReason::Length;
             }
             let tok = sampler.sample(&logits, vocab)?;
@@ -344,6 +412,8 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
                 break FinishReason::Stop;
             }
             tokens.push(tok);
+            // Under ignore_eos (benchmarks) answers run to their limit whatever they say.
+            let stuck = cycles.push(tok).filter(|_| !opts.ignore_eos);
             if !self.tokenizer.is_control(tok) {
                 let step = stream.push(self.tokenizer.token_bytes(tok));
                 if !step.text.is_empty() {
@@ -356,8 +426,27 @@ impl<M: LogitsSource, T: TokenCodec> Session<M, T> {
                     break FinishReason::Stop;
                 }
             }
+            if let Some(block) = stuck {
+                tracing::info!("generation stuck repeating a block of {block} tokens: stopped");
+                break FinishReason::Repetition;
+            }
             if self.model.position() >= n_ctx {
-                break FinishReason::Context;
+                let plan = opts
+                    .shift
+                    .and_then(|p| p.plan(self.cached.len(), &turn_starts, answer_start));
+                let Some((start, n)) = plan else {
+                    break FinishReason::Context;
+                };
+                self.discard(start, n)?;
+                shift_positions(&mut turn_starts, start, n);
+                if answer_start >= start + n {
+                    answer_start -= n;
+                } else if answer_start > start {
+                    answer_start = start;
+                }
+                stats.n_discarded += n;
+                stats.shifts += 1;
+                tracing::info!("context shift: dropped {n} tokens at position {start}");
             }
             let t = Instant::now();
             logits = self.model.forward(&[tok])?;

@@ -6,6 +6,10 @@
 //!   token, streaming complete UTF-8 text and stopping on end-of-generation tokens, stop
 //!   strings, a token limit or a full context ([`FinishReason`]). Prompts that share a
 //!   prefix with what is already in the context only run their new suffix.
+//! - [`dry`]: llama.cpp's DRY repetition penalty and the cycle detector that ends a
+//!   generation stuck in a loop (finish reason `repetition`).
+//! - [`shift`]: what to drop when the context is full (context shift at chat-turn
+//!   boundaries, attention sinks); the cache is shifted in place, keys re-rotated.
 //! - [`chat`]: prompt formats. The file's `tokenizer.chat_template` (Jinja) is used when
 //!   present. Otherwise a built-in format is chosen ([`ChatTemplate::detect`]): Gemma
 //!   turns for `gemma*` architectures (Gemma 3 270M ships without a template), ChatML when
@@ -17,8 +21,10 @@
 //! implementations.
 
 pub mod chat;
+pub mod dry;
 pub mod generate;
 pub mod sampling;
+pub mod shift;
 pub mod stream;
 
 use std::path::Path;
@@ -30,6 +36,7 @@ pub use generate::{
     GenerationStats, LogitsSource, ModelRunner, Session, TokenCodec,
 };
 pub use sampling::{Sampler, SamplerConfig, SamplingError};
+pub use shift::{ShiftMode, ShiftPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

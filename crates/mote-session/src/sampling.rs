@@ -6,13 +6,15 @@
 //! 1. **penalties** over the last `repeat_last_n` tokens (prompt included): a logit of a
 //!    token seen `c > 0` times is divided by `repeat_penalty` when positive (multiplied when
 //!    not), then lowered by `c * frequency_penalty + presence_penalty`;
-//! 2. **top-k** keeps the `k` highest logits (`k <= 0` keeps all);
-//! 3. **top-p** keeps the smallest set of most likely tokens whose probability reaches `p`
+//! 2. **DRY** (off unless `dry_multiplier > 0`): tokens that would extend a repeat of an
+//!    earlier stretch of the last `dry_penalty_last_n` tokens are lowered, see [`crate::dry`];
+//! 3. **top-k** keeps the `k` highest logits (`k <= 0` keeps all);
+//! 4. **top-p** keeps the smallest set of most likely tokens whose probability reaches `p`
 //!    (`p >= 1` keeps all, `p <= 0` keeps just the best);
-//! 4. **min-p** drops tokens less likely than `p` times the most likely one;
-//! 5. **temperature** divides the logits (`temperature <= 0` means greedy: the highest
+//! 5. **min-p** drops tokens less likely than `p` times the most likely one;
+//! 6. **temperature** divides the logits (`temperature <= 0` means greedy: the highest
 //!    logit wins, ties going to the lowest id);
-//! 6. a draw from the softmax with a seeded generator: the same seed gives the same tokens.
+//! 7. a draw from the softmax with a seeded generator: the same seed gives the same tokens.
 
 use std::collections::VecDeque;
 
@@ -43,6 +45,17 @@ pub struct SamplerConfig {
     pub repeat_last_n: i32,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
+    /// DRY penalty strength; 0 disables DRY (llama.cpp's default).
+    pub dry_multiplier: f32,
+    /// DRY: each token of repeat beyond `dry_allowed_length` multiplies the penalty by this.
+    pub dry_base: f32,
+    /// DRY: repeats up to this many tokens are free.
+    pub dry_allowed_length: u32,
+    /// DRY: how many recent tokens are searched for repeats; 0 disables DRY, -1 means the
+    /// whole context.
+    pub dry_penalty_last_n: i32,
+    /// DRY: strings that no repeat may reach across (llama.cpp's `dry_sequence_breakers`).
+    pub dry_sequence_breakers: Vec<String>,
     pub seed: u64,
 }
 
@@ -57,6 +70,14 @@ impl Default for SamplerConfig {
             repeat_last_n: 64,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            dry_multiplier: 0.0,
+            dry_base: 1.75,
+            dry_allowed_length: 2,
+            dry_penalty_last_n: -1,
+            dry_sequence_breakers: crate::dry::DEFAULT_BREAKERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             seed: 0x6d6f_7465,
         }
     }
@@ -87,6 +108,8 @@ impl SamplerConfig {
             ("repeat-penalty", self.repeat_penalty),
             ("presence-penalty", self.presence_penalty),
             ("frequency-penalty", self.frequency_penalty),
+            ("dry-multiplier", self.dry_multiplier),
+            ("dry-base", self.dry_base),
         ];
         for (name, v) in finite {
             if !v.is_finite() {
@@ -101,7 +124,24 @@ impl SamplerConfig {
                 self.repeat_penalty
             )));
         }
+        if self.dry_multiplier < 0.0 {
+            return Err(SamplingError::BadConfig(format!(
+                "dry-multiplier must be 0 (off) or positive, got {}",
+                self.dry_multiplier
+            )));
+        }
+        if self.dry_base < 1.0 {
+            return Err(SamplingError::BadConfig(format!(
+                "dry-base must be at least 1, got {}",
+                self.dry_base
+            )));
+        }
         Ok(())
+    }
+
+    /// Whether the DRY penalty is on.
+    pub fn dry_active(&self) -> bool {
+        self.dry_multiplier > 0.0 && self.dry_penalty_last_n != 0
     }
 }
 
@@ -156,9 +196,16 @@ struct Candidate {
 pub struct Sampler {
     config: SamplerConfig,
     rng: Rng,
-    /// The most recent tokens, oldest first, at most `last_n` of them.
+    /// The most recent tokens, oldest first, at most `keep` of them.
     history: VecDeque<u32>,
+    /// Tokens the repetition penalties look at.
     last_n: usize,
+    /// Tokens DRY looks at (0 when DRY is off).
+    dry_last_n: usize,
+    /// Length of `history`: the larger of the two windows.
+    keep: usize,
+    /// Sorted ids of the DRY sequence breakers; `None` until the caller sets them.
+    dry_breakers: Option<Vec<u32>>,
     /// Tokens that may never be chosen (end-of-generation tokens under `--ignore-eos`).
     banned: Vec<u32>,
     /// Scratch space reused between calls.
@@ -169,9 +216,18 @@ impl Sampler {
     /// `n_ctx` resolves `repeat_last_n = -1`.
     pub fn new(config: SamplerConfig, n_ctx: usize) -> Result<Sampler, SamplingError> {
         config.validate()?;
+        let last_n = config.resolve_last_n(n_ctx);
+        let dry_last_n = match config.dry_penalty_last_n {
+            _ if !config.dry_active() => 0,
+            n if n < 0 => n_ctx,
+            n => n as usize,
+        };
         Ok(Sampler {
             rng: Rng::new(config.seed),
-            last_n: config.resolve_last_n(n_ctx),
+            last_n,
+            dry_last_n,
+            keep: last_n.max(dry_last_n),
+            dry_breakers: None,
             config,
             history: VecDeque::new(),
             banned: Vec::new(),
@@ -190,13 +246,25 @@ impl Sampler {
 
     /// Record a token (from the prompt or generated) for the repetition penalties.
     pub fn accept(&mut self, token: u32) {
-        if self.last_n == 0 {
+        if self.keep == 0 {
             return;
         }
-        if self.history.len() == self.last_n {
+        if self.history.len() == self.keep {
             self.history.pop_front();
         }
         self.history.push_back(token);
+    }
+
+    /// Whether DRY is on and still needs its breaker token ids ([`Sampler::set_dry_breakers`]).
+    pub fn needs_dry_breakers(&self) -> bool {
+        self.dry_last_n > 0 && self.dry_breakers.is_none()
+    }
+
+    /// The token ids DRY treats as sequence breakers (see [`crate::dry::breaker_tokens`]).
+    pub fn set_dry_breakers(&mut self, mut ids: Vec<u32>) {
+        ids.sort_unstable();
+        ids.dedup();
+        self.dry_breakers = Some(ids);
     }
 
     /// Forget the penalty history and restart the random sequence from the seed.
@@ -234,6 +302,7 @@ impl Sampler {
             }
         }
         self.apply_penalties(&mut cands);
+        self.apply_dry(&mut cands);
         let result = self.choose(&mut cands);
         self.candidates = cands;
         result
@@ -247,7 +316,8 @@ impl Sampler {
             return;
         }
         let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-        for &t in &self.history {
+        let skip = self.history.len().saturating_sub(self.last_n);
+        for &t in self.history.iter().skip(skip) {
             *counts.entry(t).or_insert(0) += 1;
         }
         for (&tok, &count) in &counts {
@@ -260,6 +330,25 @@ impl Sampler {
                 cand.logit /= c.repeat_penalty;
             }
             cand.logit -= count as f32 * c.frequency_penalty + c.presence_penalty;
+        }
+    }
+
+    fn apply_dry(&mut self, cands: &mut [Candidate]) {
+        if self.dry_last_n == 0 {
+            return;
+        }
+        let skip = self.history.len().saturating_sub(self.dry_last_n);
+        let window: Vec<u32> = self.history.iter().skip(skip).copied().collect();
+        let dry = crate::dry::Dry {
+            multiplier: self.config.dry_multiplier,
+            base: self.config.dry_base,
+            allowed_length: self.config.dry_allowed_length as usize,
+        };
+        let breakers = self.dry_breakers.as_deref().unwrap_or(&[]);
+        for (token, penalty) in dry.penalties(&window, breakers) {
+            if let Some(c) = cands.get_mut(token as usize) {
+                c.logit -= penalty;
+            }
         }
     }
 
