@@ -51,6 +51,9 @@ pub enum Command {
     /// Distil a teacher into a student of the same vocabulary (forward KL at a
     /// temperature, --alpha mixes in the hard labels); writes an F32/F16 GGUF.
     Distill(mote_train::cli::DistillArgs),
+    /// Export a model for another runtime: ONNX (ONNX Runtime, Optimum's decoder with
+    /// past) or safetensors (a Hugging Face folder for transformers).
+    Export(mote_convert::cli::ExportArgs),
 }
 
 /// Prints what `--quantize` did (one line on stderr).

@@ -28,6 +28,7 @@ fn main() {
         Command::Prune(a) => mote_compress::cli::run_prune(&a).map_err(anyhow::Error::from),
         Command::Finetune(a) => mote_train::cli::run_finetune(&a).map_err(anyhow::Error::from),
         Command::Distill(a) => mote_train::cli::run_distill(&a).map_err(anyhow::Error::from),
+        Command::Export(a) => mote_convert::cli::run_export(&a).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         // One line: the error and its causes, joined.

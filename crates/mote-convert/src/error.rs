@@ -1,4 +1,4 @@
-//! What can go wrong reading a tensor from an imported model.
+//! What can go wrong importing or exporting a model.
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -12,6 +12,14 @@ pub enum ConvertError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
 }
 
 pub type Result<T> = std::result::Result<T, ConvertError>;

@@ -23,6 +23,7 @@ use mote_tensor::{Bytes, DType};
 
 pub use config::{Arch, HfConfig, RopeScaling};
 pub use error::HfError;
+pub use tensors::permute_rows;
 pub use vocab::detect_pre;
 
 use crate::error::{ConvertError, Result};
