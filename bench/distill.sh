@@ -26,10 +26,10 @@ tail -c 60000 "$MODELS/texts/moby-dick.txt" > "$OUT/held.txt"
 T="$OUT/teacher-f32.gguf"
 [ -f "$T" ] || $MOTE quantize "$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" "$T" --type F32 --allow-requantize >&2
 ppl() { # MODEL -> "PPL KL"
-  $MOTE perplexity "$1" -f "$OUT/held.txt" -c "$CTX" --chunks "$EVAL_CHUNKS" --kl-base "$OUT/base.kl" -t "$THREADS" --json 2>/dev/null \
+  $MOTE perplexity "$1" -f "$OUT/held.txt" -c "$CTX" --chunks "$EVAL_CHUNKS" --kl-base "$OUT/base.kl" --threads "$THREADS" --json 2>/dev/null \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["ppl"], (r.get("kl") or {}).get("mean_kl", 0.0))'
 }
-$MOTE perplexity "$T" -f "$OUT/held.txt" -c "$CTX" --chunks "$EVAL_CHUNKS" --kl-base "$OUT/base.kl" --kl-base-write -t "$THREADS" >&2
+$MOTE perplexity "$T" -f "$OUT/held.txt" -c "$CTX" --chunks "$EVAL_CHUNKS" --kl-base "$OUT/base.kl" --kl-base-write --threads "$THREADS" >&2
 read -r PT _ < <(ppl "$T")
 COMMON=(-f "$OUT/train.txt" -c "$CTX" -b "$BATCH" --steps "$STEPS" --lr "$LR" --warmup 4 -t "$THREADS" --seed 1 --train-layers "$LAYERS" --json)
 echo "| K | teacher PPL | student PPL / KL | distilled PPL / KL | hard-label PPL / KL | gap closed (distill / hard) | distill tok/s | hard tok/s | steps × tokens | distill s |"

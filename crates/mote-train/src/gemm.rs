@@ -6,6 +6,8 @@
 
 use std::sync::Mutex;
 
+use mote_tensor::{Bytes, DType, Matrix};
+
 use crate::real::Real;
 
 const LANES: usize = 8;
@@ -24,6 +26,11 @@ pub fn matmul_nt<R: Real>(
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
     if m == 0 || n == 0 {
         return;
+    }
+    if let (Some(a32), Some(b32), Some(c32)) = (R::as_f32(a), R::as_f32(b), R::as_f32_mut(c)) {
+        if m * n * k >= SIMD_MIN_FLOPS && simd_nt(a32, b32, (m, n, k), c32, accumulate) {
+            return;
+        }
     }
     let pool = mote_tensor::parallel::global();
     let flops = m * n * k;
@@ -53,6 +60,34 @@ pub fn matmul_nt<R: Real>(
         run(0);
     } else {
         pool.run(chunks.len(), &run);
+    }
+}
+
+/// Products at least this large (multiply-adds) go to mote-tensor's kernels.
+const SIMD_MIN_FLOPS: usize = 1 << 16;
+
+/// `A·Bᵀ` in f32 through mote-tensor's F32 weight kernels (SIMD picked at run time,
+/// on the global pool): `b` is the "weight" matrix. False if the kernel refused.
+fn simd_nt(
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    acc: bool,
+) -> bool {
+    let bytes: Vec<u8> = b[..n * k].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let Ok(w) = Matrix::new(DType::F32, n, k, Bytes::from_vec(bytes)) else {
+        return false;
+    };
+    if acc {
+        let mut tmp = vec![0f32; m * n];
+        if w.matmul(&a[..m * k], m, &mut tmp).is_err() {
+            return false;
+        }
+        c[..m * n].iter_mut().zip(&tmp).for_each(|(o, v)| *o += v);
+        true
+    } else {
+        w.matmul(&a[..m * k], m, &mut c[..m * n]).is_ok()
     }
 }
 
@@ -225,6 +260,38 @@ mod tests {
             for (x, y) in c3.iter().zip(&want) {
                 assert!((x - y).abs() < 1e-9);
             }
+            // The f32 instantiation (mote-tensor's kernels above SIMD_MIN_FLOPS).
+            let (a32, b32): (Vec<f32>, Vec<f32>) = (
+                a.iter().map(|&v| v as f32).collect(),
+                b.iter().map(|&v| v as f32).collect(),
+            );
+            let mut c32 = vec![1f32; m * n];
+            matmul_nt(&a32, &b32, (m, n, k), &mut c32, true);
+            for (x, y) in c32.iter().zip(&want) {
+                assert!((*x as f64 - 1.0 - y).abs() < 1e-4 * (1.0 + y.abs()));
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "timing; run with --ignored --nocapture"]
+    fn speed() {
+        let (m, n, k) = (512, 1536, 576);
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; n * k];
+        let mut c = vec![0f32; m * n];
+        for simd in [false, true] {
+            let t = std::time::Instant::now();
+            if simd {
+                simd_nt(&a, &b, (m, n, k), &mut c, false);
+            } else {
+                nt_rows(&a, &b, (m, n, k), &mut c, false);
+            }
+            let s = t.elapsed().as_secs_f64();
+            eprintln!(
+                "simd {simd}: {:.1} GFLOP/s",
+                2.0 * (m * n * k) as f64 / s / 1e9
+            );
         }
     }
 }

@@ -31,10 +31,13 @@ pub trait Real:
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
     fn max(self, other: Self) -> Self;
+    /// The slice itself when `Self` is f32 (products then take mote's SIMD kernels).
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 macro_rules! impl_real {
-    ($t:ty) => {
+    ($t:ty, $as_f32:expr, $as_f32_mut:expr) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -67,9 +70,15 @@ macro_rules! impl_real {
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
+            fn as_f32(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
+            fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32_mut(s)
+            }
         }
     };
 }
 
-impl_real!(f32);
-impl_real!(f64);
+impl_real!(f32, Some, Some);
+impl_real!(f64, |_| None, |_| None);
