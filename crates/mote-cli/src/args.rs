@@ -194,6 +194,17 @@ pub struct GenArgs {
 
     #[command(flatten)]
     pub context: mote_server::flags::ContextArgs,
+    /// Keep the prompt's KV cache in FILE (llama.cpp's flag): a later run whose prompt
+    /// starts with the same tokens restores it and processes only the rest. Saved after
+    /// the run (the prompt's positions only; written to a temporary name and renamed)
+    /// unless FILE already held this prompt. In chat, the first turn's prompt is kept.
+    /// A file from another model or cache type is ignored with a warning, and replaced.
+    #[arg(long = "prompt-cache", value_name = "FILE")]
+    pub prompt_cache: Option<PathBuf>,
+
+    /// Use --prompt-cache FILE without ever writing it.
+    #[arg(long = "prompt-cache-ro", requires = "prompt_cache")]
+    pub prompt_cache_ro: bool,
 }
 
 #[derive(Args, Debug)]
@@ -235,6 +246,13 @@ pub struct ChatArgs {
     /// file's own template, else one chosen from the architecture and vocabulary.
     #[arg(long = "chat-template", value_name = "NAME|JINJA")]
     pub chat_template: Option<String>,
+
+    /// Save the conversation (messages and KV cache) to FILE after every turn, and resume
+    /// it from FILE at start when it exists: the next turn only processes the new message.
+    /// The file is written to a temporary name and renamed; one saved by another model or
+    /// with other cache types is refused (the command stops and leaves it alone).
+    #[arg(long = "session", value_name = "FILE", conflicts_with = "prompt_cache")]
+    pub session: Option<PathBuf>,
 
     #[command(flatten)]
     pub gen: GenArgs,

@@ -10,6 +10,7 @@ use mote_session::{
 };
 
 use crate::args::ChatArgs;
+use crate::cache_files::{self, PromptCache};
 use crate::model_path;
 use crate::run::{generate_options, load, sampler, seed, summary, RealSession};
 
@@ -29,6 +30,18 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let bos = session.tokenizer().bos_id().is_some();
     opts.shift = args.gen.context.policy(session.context_size(), 0, bos);
     let mut chat = Chat::new(template, args.system_prompt.clone());
+    let mut prompt_cache = PromptCache::open(&args.gen, &mut session);
+    if let Some(path) = &args.session {
+        if let Some(messages) = cache_files::resume_chat(&mut session, path)? {
+            eprintln!(
+                "(resumed {} messages, {} tokens in the cache, from {})",
+                messages.len(),
+                session.context_tokens().len(),
+                path.display()
+            );
+            chat.set_messages(messages);
+        }
+    }
 
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
@@ -50,6 +63,9 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             "/reset" => {
                 chat.reset();
                 session.reset();
+                if let Some(path) = &args.session {
+                    cache_files::save_chat(&session, chat.messages(), path)?;
+                }
                 eprintln!("(conversation reset)");
                 continue;
             }
@@ -90,6 +106,17 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                         "(context shift: {} tokens of earlier conversation dropped)",
                         c.stats.n_discarded
                     );
+                }
+                if let Some(path) = &args.session {
+                    cache_files::save_chat(&session, chat.messages(), path)?;
+                }
+                // The first turn's prompt (system prompt and first message) is kept.
+                if let Some(mut pc) = prompt_cache.take() {
+                    let context = session.context_tokens();
+                    if let Some(prompt) = context.get(..c.stats.prompt_tokens).map(<[u32]>::to_vec)
+                    {
+                        pc.update(&session, &prompt)?;
+                    }
                 }
                 if c.finish_reason == FinishReason::Context {
                     eprintln!("(the context is full; /reset to start a new conversation)");

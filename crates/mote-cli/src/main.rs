@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod cache_files;
 mod chat;
 mod inspect;
 mod model_path;

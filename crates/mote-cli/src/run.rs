@@ -12,6 +12,7 @@ use mote_tokenizer::Tokenizer;
 use serde_json::json;
 
 use crate::args::{GenArgs, RunArgs};
+use crate::cache_files::PromptCache;
 use crate::model_path;
 
 pub type RealSession = Session<ModelRunner, Tokenizer>;
@@ -111,7 +112,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     } = load(&path, &args.gen)?;
     let seed = seed(&args.gen);
     let mut sampler = sampler(&args.gen, seed, session.context_size())?;
-    let opts = generate_options(&args.gen, load_time)?;
+    let mut opts = generate_options(&args.gen, load_time)?;
+    // Restoring the prompt cache counts into the time to the first token.
+    let mut prompt_cache = PromptCache::open(&args.gen, &mut session);
+    let cache_time = prompt_cache.as_ref().map(|pc| pc.restore_time);
+    opts.load_time += cache_time.unwrap_or_default();
 
     let mut ids = session.tokenize_prompt(&prompt);
     if ids.is_empty() {
@@ -155,8 +160,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         c
     };
+    if let Some(pc) = &mut prompt_cache {
+        pc.update(&session, &ids)?;
+    }
     if args.json {
-        let obj = completion_json(&completion, &path, seed, load_time);
+        let obj = completion_json(&completion, &path, seed, (load_time, cache_time));
         writeln!(stdout, "{obj}").context("cannot write to stdout")?;
     } else {
         eprintln!("{}", summary(&completion));
@@ -190,7 +198,7 @@ fn completion_json(
     c: &Completion,
     path: &Path,
     seed: u64,
-    load_time: std::time::Duration,
+    (load_time, cache_time): (std::time::Duration, Option<std::time::Duration>),
 ) -> serde_json::Value {
     let s = &c.stats;
     json!({
@@ -199,12 +207,14 @@ fn completion_json(
         "finish_reason": c.finish_reason.as_str(),
         "tokens": c.tokens,
         "prompt_tokens": s.prompt_tokens,
+        "reused_tokens": s.reused_tokens,
         "generated_tokens": s.generated_tokens,
         "truncated": s.n_discarded > 0,
         "n_discarded": s.n_discarded,
         "seed": seed,
         "timings": {
             "load_ms": ms(load_time),
+            "prompt_cache_ms": cache_time.map(ms),
             "prefill_ms": ms(s.prefill_time),
             "prefill_tokens_per_s": s.prefill_tokens_per_s(),
             "decode_ms": ms(s.decode_time),

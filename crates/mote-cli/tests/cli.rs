@@ -1,6 +1,7 @@
-//! The `mote` binary end to end: help, inspect, run and chat on the small model files.
+//! The `mote` binary end to end: help, inspect, run and chat on the small model files,
+//! `--prompt-cache` and `mote chat --session`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
@@ -273,4 +274,132 @@ fn cache_type_flags_take_llama_cpp_spellings() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("q4_0"));
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mote-cache-files-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `mote run --json` with a prompt cache; returns the JSON and stderr.
+fn run_cached(
+    tiny: &Path,
+    prompt: &str,
+    cache: &Path,
+    extra: &[&str],
+) -> (serde_json::Value, String) {
+    let out = mote()
+        .arg("run")
+        .arg(tiny)
+        .args([
+            "-p",
+            prompt,
+            "-n",
+            "6",
+            "--temp",
+            "0",
+            "--json",
+            "--prompt-cache",
+        ])
+        .arg(cache)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn prompt_cache_is_reused_across_runs() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let dir = scratch("prompt");
+    let cache = dir.join("prompt.bin");
+    let prompt = "A long document that every run starts with, then a question.";
+    let (first, _) = run_cached(&tiny, prompt, &cache, &[]);
+    assert_eq!(first["reused_tokens"], 0);
+    let saved = std::fs::read(&cache).unwrap();
+
+    // Same prompt: everything but the last token comes from the file; same output.
+    let (second, _) = run_cached(&tiny, prompt, &cache, &[]);
+    let n = second["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(second["reused_tokens"].as_u64(), Some(n - 1));
+    assert_eq!(second["tokens"], first["tokens"]);
+    assert_eq!(std::fs::read(&cache).unwrap(), saved, "nothing new to save");
+
+    // A longer prompt reuses the shared part; read-only leaves the file alone.
+    let longer = format!("{prompt} And another one?");
+    let (third, _) = run_cached(&tiny, &longer, &cache, &["--prompt-cache-ro"]);
+    assert!(third["reused_tokens"].as_u64().unwrap() >= n - 2, "{third}");
+    assert_eq!(std::fs::read(&cache).unwrap(), saved);
+    run_cached(&tiny, &longer, &cache, &[]);
+    assert!(std::fs::read(&cache).unwrap().len() > saved.len());
+
+    // A damaged or foreign file is reported and replaced, the run still works.
+    std::fs::write(&cache, &saved[..saved.len() / 2]).unwrap();
+    let (fourth, stderr) = run_cached(&tiny, prompt, &cache, &[]);
+    assert!(stderr.contains("ignoring the prompt cache"), "{stderr}");
+    assert_eq!(fourth["reused_tokens"], 0);
+    assert_eq!(fourth["tokens"], first["tokens"]);
+    assert_eq!(std::fs::read(&cache).unwrap(), saved);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn chat(tiny: &Path, session: &Path, input: &str, extra: &[&str]) -> std::process::Output {
+    mote()
+        .env("RUST_LOG", "info")
+        .arg("chat")
+        .arg(tiny)
+        .args(["--temp", "0", "-n", "4", "--session"])
+        .arg(session)
+        .args(extra)
+        .write_stdin(input)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn chat_session_resumes_the_conversation() {
+    let Some(tiny) = model("tiny.gguf") else {
+        return;
+    };
+    let dir = scratch("session");
+    let session = dir.join("talk.session");
+    let out = chat(&tiny, &session, "Hello there\n", &["-sys", "Be brief."]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = std::fs::read(&session).unwrap();
+
+    let out = chat(&tiny, &session, "And now?\n", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(resumed 3 messages"), "{stderr}");
+    // The resumed turn reused the conversation's cache: "[N prompt tokens (M reused)".
+    let reused: u64 = stderr
+        .split(" reused)")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(reused > 10, "{stderr}");
+    assert!(std::fs::read(&session).unwrap().len() > saved.len());
+
+    // Another cache type: refused, and the file is left as it was.
+    let before = std::fs::read(&session).unwrap();
+    let out = chat(&tiny, &session, "Third\n", &["-ctk", "f32", "-ctv", "f32"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot resume the chat session"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&session).unwrap(), before);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,7 +53,7 @@ impl KvPrecision {
     }
 
     /// Bytes of `values` values (a multiple of 32 for Q8_0).
-    fn bytes_for(self, values: usize) -> usize {
+    pub(crate) fn bytes_for(self, values: usize) -> usize {
         let dt = self.dtype();
         values / dt.block_len() * dt.block_bytes()
     }

@@ -10,16 +10,18 @@ mod cache;
 mod config;
 mod decoder;
 mod ffn;
+mod identity;
 mod load_quant;
 mod norm;
 mod observer;
 mod profile;
 pub mod rope;
+mod slot_file;
 pub mod spec;
 pub mod weights;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use mote_file::GgufFile;
 
@@ -27,6 +29,7 @@ pub use cache::{KvCache, KvPrecision, UnknownKvPrecision};
 pub use config::{LayerConfig, ModelConfig};
 pub use load_quant::{fit_to_row, parse_quantize_type, target_type, LoadQuantization};
 pub use observer::MatmulObserver;
+pub use slot_file::{Restored, SlotFileError, SLOT_MAGIC, SLOT_VERSION};
 pub use spec::ArchSpec;
 
 use decoder::{Decoder, Workspace};
@@ -90,6 +93,10 @@ pub struct Model {
     observer: RwLock<Option<Arc<dyn MatmulObserver>>>,
     /// What load-time quantization did, when it was asked for.
     load_quantization: Option<LoadQuantization>,
+    /// The load-time quantization type (part of the identity).
+    quantize: Option<mote_tensor::DType>,
+    /// See [`Model::identity`]; computed on first use.
+    identity: OnceLock<u64>,
 }
 
 impl Model {
@@ -146,7 +153,42 @@ impl Model {
             workspaces: Mutex::new(Vec::new()),
             observer: RwLock::new(None),
             load_quantization,
+            quantize: opts.quantize,
+            identity: OnceLock::new(),
         })
+    }
+
+    /// Which weights this is, as slot files record it: a hash of the file's metadata and
+    /// tensor table, the first bytes of every tensor and the load-time quantization. A
+    /// cache saved by one model is refused by any other.
+    pub fn identity(&self) -> u64 {
+        *self
+            .identity
+            .get_or_init(|| identity::of(&self.file, self.quantize))
+    }
+
+    /// Saves the first `tokens.len()` positions of `cache` (the keys and values of
+    /// `tokens`) with `extra` as a slot file (format in `slot_file.rs`); returns the bytes
+    /// written.
+    pub fn save_cache(
+        &self,
+        cache: &KvCache,
+        tokens: &[u32],
+        extra: &[u8],
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, SlotFileError> {
+        cache.save_slot(self.identity(), tokens, extra, out)
+    }
+
+    /// Replaces `cache`'s contents with a slot file's after checking it was saved by this
+    /// model, with this cache's types, whole and uncorrupted; a refused file leaves the
+    /// cache as it was.
+    pub fn restore_cache(
+        &self,
+        cache: &mut KvCache,
+        bytes: &[u8],
+    ) -> Result<Restored, SlotFileError> {
+        cache.restore_slot(self.identity(), self.config.vocab_size, bytes)
     }
 
     /// What `LoadOptions::quantize` did (matrices converted, sizes before and after);

@@ -8,6 +8,8 @@
 //! The HTTP layer and the scheduler only see these traits, which lets the tests run the
 //! whole server on a small deterministic fake engine (see `fake.rs`).
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +18,12 @@ pub enum EngineError {
     Template(String),
     #[error("model: {0}")]
     Model(String),
+    /// A slot file that cannot be used (missing, corrupt, another model's, ...): the
+    /// client's doing, and the slot is unchanged.
+    #[error("{0}")]
+    SlotFile(String),
+    #[error("this engine cannot save or restore slots")]
+    SlotsUnsupported,
 }
 
 /// One chat turn as the OpenAI API sends it.
@@ -76,6 +84,19 @@ pub trait Backend: Send + 'static {
         Err(EngineError::Model(
             "this engine cannot shift a context".into(),
         ))
+    }
+    /// Saves the first `tokens.len()` positions of `slot`'s cache (the keys and values of
+    /// `tokens`) to `path`, written to a temporary name and renamed; returns the bytes
+    /// written.
+    fn save_slot(&self, slot: usize, tokens: &[u32], path: &Path) -> Result<u64, EngineError> {
+        let _ = (slot, tokens, path);
+        Err(EngineError::SlotsUnsupported)
+    }
+    /// Replaces `slot`'s cache with the one saved at `path`; returns its tokens and the
+    /// file's size. A refused file leaves the slot as it was.
+    fn restore_slot(&mut self, slot: usize, path: &Path) -> Result<(Vec<u32>, u64), EngineError> {
+        let _ = (slot, path);
+        Err(EngineError::SlotsUnsupported)
     }
     /// Runs `tokens` at the end of `slot`'s cache and returns the last token's logits.
     fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;

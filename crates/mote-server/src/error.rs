@@ -98,6 +98,23 @@ impl ApiError {
         .with_code("not_found")
     }
 
+    /// A feature this server was not started with (llama-server's 501).
+    pub fn not_supported(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "not_supported_error", message)
+            .with_code("not_supported")
+    }
+
+    pub fn not_found_file(name: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("There is no slot file {name:?} in the slot save folder."),
+        )
+        .with_code("file_not_found");
+        e.param = Some("filename".into());
+        e
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -10,6 +10,8 @@
 //!   penalties). `model` may be left out or name the served model (its file name, with or
 //!   without `.gguf`); any other name is a 404.
 //! - `GET /health`, `GET /metrics` (Prometheus), `GET /` (a web chat page).
+//! - `POST /slots/{id}?action=save|restore|erase`, `GET /slots`: llama-server's slot
+//!   persistence (with `--slot-save-path DIR`), see [`slots`].
 //!
 //! Structure: [`engine`] says what a model must offer; [`scheduler`] owns the model on its
 //! own thread and interleaves `--parallel` slots; [`routes`] is the HTTP layer.
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod model_engine;
 pub mod routes;
 pub mod scheduler;
+pub mod slots;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,6 +110,10 @@ pub struct ServeArgs {
     pub dry: flags::DryArgs,
     #[command(flatten)]
     pub context: flags::ContextArgs,
+    /// Folder for slot files: enables `POST /slots/{id}?action=save|restore|erase` with
+    /// `{"filename": NAME}` (NAME a plain file name inside DIR). Created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub slot_save_path: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +248,17 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
         cache_type_v: args.cache_type_v,
         quantize: args.quantize,
     };
+    let slot_save_path = match &args.slot_save_path {
+        None => None,
+        Some(dir) => {
+            let canonical = std::fs::create_dir_all(dir)
+                .and_then(|_| dir.canonicalize())
+                .map_err(|e| {
+                    ServerError::Flag(format!("--slot-save-path {}: {e}", dir.display()))
+                })?;
+            Some(canonical)
+        }
+    };
     let (frontend, backend, n_ctx) =
         model_engine::load_with(&args.model, &opts, args.parallel, args.ctx_size)?;
     let config = ServerConfig {
@@ -254,6 +272,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
         max_tokens: (args.n_predict > 0).then_some(args.n_predict),
         ignore_eos: args.ignore_eos,
         context: args.context.clone(),
+        slot_save_path,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mote_model::{BatchItem, KvCache, LoadOptions, Model};
-use mote_session::{ChatTemplate, TokenCodec};
+use mote_session::{persist, ChatTemplate, TokenCodec};
 use mote_tokenizer::Tokenizer;
 
 use crate::engine::{Backend, ChatMessage, EngineError, Frontend};
@@ -167,6 +167,15 @@ impl Backend for ModelBackend {
         }
     }
     fn shift(&mut self, slot: usize, start: usize, n: usize) -> Result<(), EngineError> {
+    fn save_slot(&self, slot: usize, tokens: &[u32], path: &Path) -> Result<u64, EngineError> {
+        let cache = self
+            .caches
+            .get(slot)
+            .ok_or_else(|| EngineError::Model(format!("no slot {slot}")))?;
+        persist::save_cache_file(&self.model, cache, tokens, &[], path)
+            .map_err(|e| EngineError::Model(e.source.to_string()))
+    }
+    fn restore_slot(&mut self, slot: usize, path: &Path) -> Result<(Vec<u32>, u64), EngineError> {
         let cache = self
             .caches
             .get_mut(slot)
@@ -174,6 +183,9 @@ impl Backend for ModelBackend {
         self.model
             .shift_cache(cache, start, n)
             .map_err(|e| EngineError::Model(e.to_string()))
+        let (restored, n_read) = persist::restore_cache_file(&self.model, cache, path)
+            .map_err(|e| EngineError::SlotFile(e.source.to_string()))?;
+        Ok((restored.tokens, n_read))
     }
     fn forward(&mut self, slot: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         let cache = self

@@ -24,7 +24,9 @@ use crate::extract::{BodyLimit, JsonBody};
 use crate::metrics::Metrics;
 use mote_session::{Sampler, SamplerConfig};
 
-use crate::scheduler::{FinishReason, GenEvent, GenRequest, SchedulerHandle, SubmitError, Usage};
+use crate::scheduler::{
+    FinishReason, GenEvent, GenRequest, SchedulerHandle, SubmitError, Timings, Usage,
+};
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 
@@ -48,6 +50,8 @@ pub struct ServerConfig {
     pub ignore_eos: bool,
     /// `--context-shift`, `--keep`, `--streaming`.
     pub context: crate::flags::ContextArgs,
+    /// Folder of slot files (`--slot-save-path`, canonical); None: slot actions disabled.
+    pub slot_save_path: Option<std::path::PathBuf>,
 }
 
 pub struct AppState {
@@ -111,6 +115,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
+        .route("/slots", get(crate::slots::list))
+        .route("/slots/{id_slot}", post(crate::slots::slot_action))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/", get(index))
@@ -263,15 +269,32 @@ fn start(
     Ok(rx)
 }
 
+/// A whole generation.
+struct Collected {
+    text: String,
+    finish: FinishReason,
+    usage: Usage,
+    timings: Timings,
+}
+
 /// Waits for a whole generation.
-async fn collect(
-    mut rx: UnboundedReceiver<GenEvent>,
-) -> Result<(String, FinishReason, Usage), ApiError> {
+async fn collect(mut rx: UnboundedReceiver<GenEvent>) -> Result<Collected, ApiError> {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             GenEvent::Text(t) => text.push_str(&t),
-            GenEvent::Done { finish, usage } => return Ok((text, finish, usage)),
+            GenEvent::Done {
+                finish,
+                usage,
+                timings,
+            } => {
+                return Ok(Collected {
+                    text,
+                    finish,
+                    usage,
+                    timings,
+                })
+            }
             GenEvent::Error(e) => return Err(ApiError::internal(e)),
         }
     }
@@ -328,9 +351,9 @@ async fn chat_simple(
         PromptInput::Text(&messages[0].content)
     };
     let rx = start(&state, input, params)?;
-    let (response, finish, usage) = collect(rx).await?;
-    let mut out = json!({ "response": response, "finish_reason": finish });
-    add_shift_fields(&mut out, &usage);
+    let done = collect(rx).await?;
+    let mut out = json!({ "response": done.text, "finish_reason": done.finish });
+    add_shift_fields(&mut out, &done.usage);
     Ok(Json(out))
 }
 
@@ -391,19 +414,20 @@ async fn chat_completions(
         });
         return Ok(Sse::new(stream).into_response());
     }
-    let (text, finish, usage) = collect(rx).await?;
+    let done = collect(rx).await?;
     let mut out = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": null,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
+            "message": {"role": "assistant", "content": done.text, "refusal": null},
             "logprobs": null,
-            "finish_reason": finish,
+            "finish_reason": done.finish,
         }],
-        "usage": usage,
+        "usage": done.usage,
+        "timings": done.timings,
     });
-    add_shift_fields(&mut out, &usage);
+    add_shift_fields(&mut out, &done.usage);
     Ok(Json(out).into_response())
 }
 
@@ -449,14 +473,15 @@ async fn completions(
         });
         return Ok(Sse::new(stream).into_response());
     }
-    let (text, finish, usage) = collect(rx).await?;
+    let done = collect(rx).await?;
     let mut out = json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
         "system_fingerprint": null,
-        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
-        "usage": usage,
+        "choices": [{"index": 0, "text": done.text, "logprobs": null, "finish_reason": done.finish}],
+        "usage": done.usage,
+        "timings": done.timings,
     });
-    add_shift_fields(&mut out, &usage);
+    add_shift_fields(&mut out, &done.usage);
     Ok(Json(out).into_response())
 }
 
@@ -478,7 +503,7 @@ fn sse_stream(
     let body = UnboundedReceiverStream::new(rx).flat_map(move |ev| {
         let events: Vec<Event> = match ev {
             GenEvent::Text(t) => to_chunks(Piece::Text(t)).iter().map(data).collect(),
-            GenEvent::Done { finish, usage } => {
+            GenEvent::Done { finish, usage, .. } => {
                 let mut v: Vec<Event> = to_chunks(Piece::Done(finish, usage))
                     .iter()
                     .map(data)

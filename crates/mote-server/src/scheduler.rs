@@ -27,6 +27,7 @@ use crate::engine::{Backend, Frontend};
 use crate::metrics::Metrics;
 use mote_session::dry::CycleDetector;
 use mote_session::shift::shift_positions;
+use crate::slots::SlotCommand;
 use mote_session::stream::TextStream;
 use mote_session::{Sampler, ShiftPolicy};
 
@@ -71,12 +72,38 @@ pub struct Usage {
     /// reported next to `usage` as `n_discarded` / `truncated`.
     #[serde(skip)]
     pub n_discarded: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// OpenAI's `usage.prompt_tokens_details`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens whose keys and values were already in the slot's cache (a shared
+    /// prefix, or a restored slot file), so were not processed again.
+    pub cached_tokens: usize,
+}
+
+/// llama-server's `timings` of a response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Timings {
+    /// Prompt tokens taken from the cache, and those processed.
+    pub cache_n: usize,
+    pub prompt_n: usize,
+    pub prompt_ms: f64,
+    pub prompt_per_second: f64,
+    pub predicted_n: usize,
+    pub predicted_ms: f64,
+    pub predicted_per_second: f64,
 }
 
 #[derive(Debug)]
 pub enum GenEvent {
     Text(String),
-    Done { finish: FinishReason, usage: Usage },
+    Done {
+        finish: FinishReason,
+        usage: Usage,
+        timings: Timings,
+    },
     Error(String),
 }
 
@@ -104,13 +131,15 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
-struct Queue {
+pub(crate) struct Queue {
     waiting: VecDeque<GenRequest>,
+    /// Slot actions (save, restore, erase, list) not yet taken by the scheduler.
+    pub(crate) commands: VecDeque<SlotCommand>,
     shutdown: bool,
 }
 
-struct Shared {
-    queue: Mutex<Queue>,
+pub(crate) struct Shared {
+    pub(crate) queue: Mutex<Queue>,
     wake: Condvar,
     /// Requests accepted and not yet finished (waiting or in a slot).
     in_flight: AtomicUsize,
@@ -127,15 +156,16 @@ pub struct SchedulerHandle {
 }
 
 impl SchedulerHandle {
-    pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
-        let mut q = self
-            .shared
-            .queue
-            .lock()
-            .map_err(|_| SubmitError::ShuttingDown)?;
-        if q.shutdown {
-            return Err(SubmitError::ShuttingDown);
+    /// The queue, unless the server is shutting down.
+    fn open_queue(&self) -> Result<std::sync::MutexGuard<'_, Queue>, SubmitError> {
+        match self.shared.queue.lock() {
+            Ok(q) if !q.shutdown => Ok(q),
+            _ => Err(SubmitError::ShuttingDown),
         }
+    }
+
+    pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
+        let mut q = self.open_queue()?;
         if self.shared.in_flight.load(Ordering::Relaxed) >= self.shared.capacity {
             self.shared
                 .metrics
@@ -149,6 +179,14 @@ impl SchedulerHandle {
             .metrics
             .queue_depth
             .store(q.waiting.len() as u64, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a slot action; it runs between steps, once its slot is idle.
+    pub fn slot_command(&self, cmd: SlotCommand) -> Result<(), SubmitError> {
+        let mut q = self.open_queue()?;
+        q.commands.push_back(cmd);
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -180,6 +218,7 @@ pub fn spawn(
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             waiting: VecDeque::new(),
+            commands: VecDeque::new(),
             shutdown: false,
         }),
         wake: Condvar::new(),
@@ -205,6 +244,7 @@ pub fn spawn(
         clock: 0,
         window_start: Instant::now(),
         window_tokens: 0,
+        deferred: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("mote-scheduler".into())
@@ -217,15 +257,15 @@ pub fn spawn(
 }
 
 #[derive(Default)]
-struct Slot {
+pub(crate) struct Slot {
     /// Tokens whose keys and values are in this slot's cache, in order.
-    cached: Vec<u32>,
-    job: Option<Active>,
+    pub(crate) cached: Vec<u32>,
+    pub(crate) job: Option<Active>,
     /// Logical time of the last assignment, to pick the least recently used slot.
-    last_used: u64,
+    pub(crate) last_used: u64,
 }
 
-struct Active {
+pub(crate) struct Active {
     events: UnboundedSender<GenEvent>,
     prompt: Vec<u32>,
     /// Prompt tokens already in the cache.
@@ -242,20 +282,49 @@ struct Active {
     n_discarded: usize,
     arrived: Instant,
     first_token: bool,
+    /// Prompt tokens found in the cache.
+    cached: usize,
+    /// When the slot took the request, and when its first token was sampled.
+    started: Instant,
+    first_at: Option<Instant>,
 }
 
-struct Worker {
-    backend: Box<dyn Backend>,
+pub(crate) struct Worker {
+    pub(crate) backend: Box<dyn Backend>,
     frontend: Arc<dyn Frontend>,
     /// Tokens every request's sampler never picks (`--ignore-eos`).
     banned: Vec<u32>,
     /// Positions each slot's cache holds.
-    n_ctx: usize,
-    slots: Vec<Slot>,
-    shared: Arc<Shared>,
-    clock: u64,
+    pub(crate) n_ctx: usize,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) clock: u64,
     window_start: Instant,
     window_tokens: u64,
+    /// Slot actions waiting for their slot to be idle.
+    pub(crate) deferred: Vec<SlotCommand>,
+}
+
+impl Active {
+    fn timings(&self) -> Timings {
+        let ms = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e3;
+        let now = Instant::now();
+        let first = self.first_at.unwrap_or(now);
+        let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+        let prompt_n = self.prompt.len() - self.cached;
+        let (prompt_ms, predicted_ms) = (ms(self.started, first), ms(first, now));
+        // The first token is sampled from the prompt pass; the others each took a step.
+        let predicted_n = self.generated.len();
+        Timings {
+            cache_n: self.cached,
+            prompt_n,
+            prompt_ms,
+            prompt_per_second: rate(prompt_n, prompt_ms),
+            predicted_n,
+            predicted_ms,
+            predicted_per_second: rate(predicted_n.saturating_sub(1), predicted_ms),
+        }
+    }
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -275,6 +344,7 @@ enum Outcome {
 impl Worker {
     fn run(mut self) {
         loop {
+            self.run_slot_commands();
             if !self.admit() {
                 break;
             }
@@ -337,7 +407,7 @@ impl Worker {
                 .metrics
                 .active_slots
                 .store(active as u64, Ordering::Relaxed);
-            if active > 0 {
+            if active > 0 || !q.commands.is_empty() {
                 return true;
             }
             shared.metrics.set_tokens_per_second(0.0);
@@ -400,6 +470,9 @@ impl Worker {
             n_discarded: req.n_discarded,
             arrived: req.arrived,
             first_token: false,
+            cached: reuse,
+            started: Instant::now(),
+            first_at: None,
         });
     }
 
@@ -534,6 +607,7 @@ impl Worker {
         let m = &self.shared.metrics;
         if !job.first_token {
             job.first_token = true;
+            job.first_at = Some(Instant::now());
             m.record_ttft(job.arrived.elapsed().as_secs_f64());
         }
         if self.frontend.is_eog(token) {
@@ -614,8 +688,16 @@ impl Worker {
                     completion_tokens: job.generated.len(),
                     total_tokens: job.prompt.len() + job.generated.len(),
                     n_discarded: job.n_discarded,
+                    prompt_tokens_details: PromptTokensDetails {
+                        cached_tokens: job.cached,
+                    },
                 };
-                let _ = job.events.send(GenEvent::Done { finish, usage });
+                let timings = job.timings();
+                let _ = job.events.send(GenEvent::Done {
+                    finish,
+                    usage,
+                    timings,
+                });
             }
             Err(e) => {
                 // The cache may be half written: start this slot afresh next time.

@@ -63,6 +63,7 @@ fn harness(o: Opts) -> Harness {
             max_tokens: None,
             ignore_eos: o.ignore_eos,
             context: Default::default(),
+            slot_save_path: None,
         },
     );
     let router = server.router();

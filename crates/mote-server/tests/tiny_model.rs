@@ -1,33 +1,17 @@
 //! The server on a real model file (the tiny random llama): loading, chat template,
 //! streaming and the context check go through the real tokenizer and decoder.
 
-use std::path::PathBuf;
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::model;
 use http_body_util::BodyExt;
 use mote_server::routes::ServerConfig;
 use mote_server::Server;
 use mote_session::SamplerConfig;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-fn model(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MOTE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    let p = dir.join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        assert!(
-            std::env::var_os("MOTE_REQUIRE_MODELS").is_none(),
-            "{name} missing: run scripts/fetch-models.sh all"
-        );
-        eprintln!("skipping: {} not found", p.display());
-        None
-    }
-}
 
 async fn send(router: &axum::Router, path: &str, body: Value) -> (StatusCode, String) {
     let req = Request::post(path)
@@ -61,6 +45,7 @@ async fn tiny_model_serves_chat_and_completions() {
             max_tokens: Some(16),
             ignore_eos: false,
             context: Default::default(),
+            slot_save_path: None,
         },
     );
     let router = server.router();
@@ -211,6 +196,7 @@ async fn concurrent_requests_match_their_solo_runs() {
                 max_tokens: Some(10),
                 ignore_eos: false,
                 context: Default::default(),
+                slot_save_path: None,
             },
         );
         let router = server.router();

@@ -14,7 +14,7 @@ use crate::sampling::Sampler;
 use crate::shift::ShiftPolicy;
 use crate::SessionError;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -332,6 +332,11 @@ impl Chat {
 
     pub fn messages(&self) -> &[ChatMessage] {
         &self.messages
+    }
+
+    /// Continue a saved conversation: these messages replace the current ones.
+    pub fn set_messages(&mut self, messages: Vec<ChatMessage>) {
+        self.messages = messages;
     }
 
     /// Forget the conversation (the system prompt stays).

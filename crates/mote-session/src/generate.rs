@@ -89,8 +89,8 @@ impl TokenCodec for Tokenizer {
 
 /// The real model together with the KV cache of one sequence.
 pub struct ModelRunner {
-    model: Model,
-    cache: KvCache,
+    pub(crate) model: Model,
+    pub(crate) cache: KvCache,
 }
 
 impl ModelRunner {
@@ -243,10 +243,10 @@ pub struct Completion {
 
 /// A model, a tokenizer and the context they share across calls.
 pub struct Session<M, T> {
-    model: M,
+    pub(crate) model: M,
     tokenizer: T,
     /// The tokens whose keys/values are in the model's cache, in order.
-    cached: Vec<u32>,
+    pub(crate) cached: Vec<u32>,
     /// End-of-generation tokens, found once, banned under `ignore_eos`.
     eog_ids: Option<Vec<u32>>,
 }

@@ -23,6 +23,7 @@
 pub mod chat;
 pub mod dry;
 pub mod generate;
+pub mod persist;
 pub mod sampling;
 pub mod shift;
 pub mod stream;
@@ -35,6 +36,7 @@ pub use generate::{
     default_context_size, drop_doubled_bos, Completion, FinishReason, GenerateOptions,
     GenerationStats, LogitsSource, ModelRunner, Session, TokenCodec,
 };
+pub use persist::PersistError;
 pub use sampling::{Sampler, SamplerConfig, SamplingError};
 pub use shift::{ShiftMode, ShiftPolicy};
 
@@ -52,6 +54,8 @@ pub enum SessionError {
     PromptTooLong { tokens: usize, n_ctx: usize },
     #[error("the prompt is empty (it produced no tokens)")]
     EmptyPrompt,
+    #[error(transparent)]
+    Persist(#[from] PersistError),
 }
 
 /// A real model ready to generate, with how long loading took.

@@ -220,6 +220,15 @@ impl GgufFile {
         self.bytes.len() as u64
     }
 
+    /// The bytes before the tensor data: header, metadata and the tensor table (names,
+    /// types, shapes, offsets). A zero-copy view.
+    pub fn header_bytes(&self) -> Bytes {
+        usize::try_from(self.data_offset)
+            .ok()
+            .and_then(|end| self.bytes.slice(0..end.min(self.bytes.len())))
+            .unwrap_or_else(|| Bytes::from_vec(Vec::new()))
+    }
+
     /// A zero-copy view of a tensor's data (bounds were checked when the file was parsed).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Bytes {
         // The parser verified start..end lies inside the file for its own tensors; a
