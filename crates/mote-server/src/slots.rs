@@ -51,12 +51,9 @@ pub struct SlotState {
 
 #[derive(Debug)]
 pub enum SlotReply {
-    Saved {
-        n_tokens: usize,
-        n_bytes: u64,
-        ms: f64,
-    },
-    Restored {
+    /// A slot saved to (`saved`) or restored from a file.
+    File {
+        saved: bool,
         n_tokens: usize,
         n_bytes: u64,
         ms: f64,
