@@ -130,7 +130,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     tracing::debug!("prompt tokens: {ids:?}");
     // `--keep -1` keeps the whole prompt (llama-cli's meaning).
     let bos = session.tokenizer().bos_id();
-    let mut opts = opts;
     opts.shift = args.gen.context.policy(
         session.context_size(),
         ids.len(),

@@ -167,6 +167,14 @@ impl Backend for ModelBackend {
         }
     }
     fn shift(&mut self, slot: usize, start: usize, n: usize) -> Result<(), EngineError> {
+        let cache = self
+            .caches
+            .get_mut(slot)
+            .ok_or_else(|| EngineError::Model(format!("no slot {slot}")))?;
+        self.model
+            .shift_cache(cache, start, n)
+            .map_err(|e| EngineError::Model(e.to_string()))
+    }
     fn save_slot(&self, slot: usize, tokens: &[u32], path: &Path) -> Result<u64, EngineError> {
         let cache = self
             .caches
@@ -180,9 +188,6 @@ impl Backend for ModelBackend {
             .caches
             .get_mut(slot)
             .ok_or_else(|| EngineError::Model(format!("no slot {slot}")))?;
-        self.model
-            .shift_cache(cache, start, n)
-            .map_err(|e| EngineError::Model(e.to_string()))
         let (restored, n_read) = persist::restore_cache_file(&self.model, cache, path)
             .map_err(|e| EngineError::SlotFile(e.source.to_string()))?;
         Ok((restored.tokens, n_read))

@@ -25,9 +25,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{Backend, Frontend};
 use crate::metrics::Metrics;
+use crate::slots::SlotCommand;
 use mote_session::dry::CycleDetector;
 use mote_session::shift::shift_positions;
-use crate::slots::SlotCommand;
 use mote_session::stream::TextStream;
 use mote_session::{Sampler, ShiftPolicy};
 

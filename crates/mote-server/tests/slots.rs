@@ -44,6 +44,7 @@ fn server(path: &Path, opts: &LoadOptions, dir: Option<&Path>) -> axum::Router {
             max_tokens: Some(8),
             ignore_eos: true,
             slot_save_path: dir.map(Path::to_path_buf),
+            context: Default::default(),
         },
     )
     .router()
