@@ -3,7 +3,9 @@
 #   scripts/setup.sh         what building and running mote needs
 #   scripts/setup.sh test    also what the full test suite needs: Rust targets for the
 #                            aarch64 and wasm32 builds, qemu-user and an aarch64 linker to
-#                            run aarch64 tests, and chromium for the browser test.
+#                            run aarch64 tests, chromium for the browser test, and the
+#                            mosquitto MQTT broker for the IoT gateway test (the test starts
+#                            its own broker on loopback; no system service is used).
 # Safe to run repeatedly; installs only what is missing.
 set -euo pipefail
 need() { command -v "$1" >/dev/null 2>&1 || { echo "mote setup: '$1' is required but not installed. $2" >&2; exit 1; }; }
@@ -25,6 +27,7 @@ pkgs=()
 command -v qemu-aarch64 >/dev/null || pkgs+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v chromium >/dev/null || pkgs+=(chromium)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || pkgs+=(mosquitto)
 if [ ${#pkgs[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   export DEBIAN_FRONTEND=noninteractive

@@ -54,6 +54,9 @@ pub enum Command {
     /// Export a model for another runtime: ONNX (ONNX Runtime, Optimum's decoder with
     /// past) or safetensors (a Hugging Face folder for transformers).
     Export(mote_convert::cli::ExportArgs),
+    /// The IoT gateway: sensor simulator, MQTT ingest into SQLite, questions answered
+    /// by a tool-calling model from the stored readings.
+    Gateway(mote_gateway::GatewayArgs),
 }
 
 /// Prints what `--quantize` did (one line on stderr).

@@ -30,6 +30,7 @@ fn main() {
         Command::Finetune(a) => mote_train::cli::run_finetune(&a).map_err(anyhow::Error::from),
         Command::Distill(a) => mote_train::cli::run_distill(&a).map_err(anyhow::Error::from),
         Command::Export(a) => mote_convert::cli::run_export(&a).map_err(anyhow::Error::from),
+        Command::Gateway(a) => mote_gateway::run(a).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         // One line: the error and its causes, joined.
