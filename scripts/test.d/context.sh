@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/test.d/serve-helpers.bash
 mkdir -p out
-T="timeout 300 python3 scripts/test.d/context_test.py"
+T="timeout 600 python3 scripts/test.d/context_test.py"
 SMOL="$MOTE_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA="$MOTE_MODELS/gemma-3-270m-Q4_K_M.gguf"
 
